@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what coldtier needs on a fresh machine, idempotently:
+#   - Java 17 and PostgreSQL from Debian (as root, only when absent)
+#   - .venv from requirements.txt (re-run when requirements.txt changes)
+#   - the Spark-side jars, resolved once into the Ivy cache (--packages)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_pkgs=()
+command -v java >/dev/null 2>&1 || apt_pkgs+=(openjdk-17-jre-headless)
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || apt_pkgs+=(postgresql)
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "bootstrap: missing ${apt_pkgs[*]}; install them as root (apt-get install ${apt_pkgs[*]})" >&2
+    exit 1
+  fi
+  echo "bootstrap: apt-get install ${apt_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+fi
+id postgres >/dev/null 2>&1 || { [ "$(id -u)" != 0 ] || useradd --system --no-create-home postgres; }
+
+py=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$py" -m venv .venv
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat .venv/.requirements.sha256 2>/dev/null || true)" != "$want" ]; then
+  echo "bootstrap: pip install -r requirements.txt"
+  .venv/bin/pip install -q --upgrade pip >/dev/null
+  .venv/bin/pip install -q -r requirements.txt
+  echo "$want" > .venv/.requirements.sha256
+fi
+
+# Resolve the pinned jars once (Spark's Ivy cache); later sessions start without network.
+stamp=.venv/.jars.sha256
+jwant=$(sha256sum conf/dependencies.yaml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$jwant" ]; then
+  echo "bootstrap: resolving Spark packages"
+  PYTHONPATH=lib .venv/bin/python -m coldtier.deps --resolve
+  echo "$jwant" > "$stamp"
+fi
+echo "bootstrap: ready"

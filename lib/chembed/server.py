@@ -65,11 +65,17 @@ class Engine:
         self._master = chdb.connect(self.data_dir)
         self.version = self._scalar("SELECT version()")
         self.timezone = self._scalar("SELECT timezone()")
+        self.setting_names = frozenset(self._scalar("SELECT name FROM system.settings").split("\n"))
 
     def _scalar(self, sql: str) -> str:
         return self._master.query(sql, "TabSeparatedRaw").bytes().decode().strip()
 
     def connect(self, settings: dict[str, str], database: str) -> Any:
+        for name in settings:
+            if name not in self.setting_names and not name.startswith("custom_"):
+                raise ChError(115, f"Code: 115. DB::Exception: Setting {name} is neither a "
+                                   f"builtin setting nor started with the prefix 'custom_' "
+                                   f"registered for user-defined settings. (UNKNOWN_SETTING)")
         target = self.data_dir + ("?" + urlencode(settings) if settings else "")
         try:
             conn = self._chdb.connect(target)
@@ -113,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
         except (ConnectionResetError, BrokenPipeError):
             pass  # the client went away between requests on a kept-alive connection
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         # The default access log prints the request line, which may carry a password.
         if self.server.config.verbose:
             log.info("%s %s", self.address_string(), format % args)

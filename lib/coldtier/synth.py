@@ -99,7 +99,8 @@ class TradeTable:
         first = self.next_sequence()
         span = (rows // max(equal_timestamps, 1)) * step_ms
         base = f"(now64(3, 'UTC') - toIntervalMillisecond({end_ms_ago + span}))"
-        ts = f"{base} + toIntervalMillisecond(intDiv(number - {first}, {max(equal_timestamps, 1)}) * {step_ms})"
+        per_ts = max(equal_timestamps, 1)
+        ts = f"{base} + toIntervalMillisecond(intDiv(number - {first}, {per_ts}) * {step_ms})"
         if late_fraction > 0:
             cut = int(late_fraction * 1_000_000)
             ts = (f"if(cityHash64(number, 5) % 1000000 < {cut}, "

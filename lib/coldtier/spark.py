@@ -1,0 +1,34 @@
+"""SparkSession construction shared by the jobs and the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
+
+
+def base_conf() -> dict[str, str]:
+    """Settings every coldtier session gets; YAML's ``spark.conf`` overrides them."""
+    return {
+        "spark.sql.extensions": ICEBERG_EXTENSIONS,
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.showConsoleProgress": "false",
+    }
+
+
+def iceberg_catalog_conf(name: str, props: Mapping[str, str]) -> dict[str, str]:
+    """``spark.sql.catalog.<name>`` settings for an Iceberg catalog."""
+    conf = {f"spark.sql.catalog.{name}": "org.apache.iceberg.spark.SparkCatalog"}
+    conf.update({f"spark.sql.catalog.{name}.{k}": str(v) for k, v in props.items()})
+    return conf
+
+
+def build_session(app_name: str, conf: Mapping[str, str], master: str | None = None):  # noqa: ANN201
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    for k, v in {**base_conf(), **conf}.items():
+        builder = builder.config(k, v)
+    return builder.getOrCreate()

@@ -13,6 +13,10 @@ def base_conf() -> dict[str, str]:
         "spark.sql.extensions": ICEBERG_EXTENSIONS,
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
+        # The ClickHouse driver reports String columns with precision 0, which Spark reads
+        # as varchar(0); writing those to Iceberg then fails plan validation. ClickHouse
+        # strings have no length: read them as plain strings.
+        "spark.sql.legacy.charVarcharAsString": "true",
     }
 
 

@@ -113,7 +113,8 @@ class TradeTable:
 
 
 def _client(args: argparse.Namespace) -> ClickHouseHTTP:
-    return ClickHouseHTTP(args.url, args.user, os.environ.get(args.password_env, ""), "default")
+    # the dev services' default password when the variable is unset
+    return ClickHouseHTTP(args.url, args.user, os.environ.get(args.password_env, "coldtier"), "default")
 
 
 def main(argv: list[str] | None = None) -> int:

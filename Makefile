@@ -1,0 +1,35 @@
+# coldtier: the two commands a new user needs are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap demo test test-fast lint services-start services-stop clean
+
+bootstrap:
+	scripts/bootstrap.sh
+
+## Installs what is missing, starts the dev services, loads synthetic trades, runs the
+## offload job through scripts/spark-submit.sh on local[*] and prints the status table.
+demo: bootstrap
+	scripts/demo.sh
+
+## The whole suite, slow fault-injection tests included (what CI runs).
+test: bootstrap
+	scripts/run-tests.sh $(PYTEST_ARGS)
+
+## The fast suite: everything not marked slow.
+test-fast: bootstrap
+	scripts/run-tests.sh -m "not slow" $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(VENV)/bin/ruff check lib jobs tests
+
+services-start:
+	scripts/dev-services.sh start
+
+services-stop:
+	scripts/dev-services.sh stop
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

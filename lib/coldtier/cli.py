@@ -1,0 +1,253 @@
+"""Command line: ``run``, ``plan``, ``status``.
+
+``plan`` and ``status`` need no Spark (``python -m coldtier plan --config FILE``); ``run``
+starts Spark only when some table has rows to move, so a scheduled relaunch that finds
+nothing exits in about a second.
+
+Exit codes (README documents them for supervisors):
+  0 success (batches committed, or nothing to do)
+  2 configuration or usage error: fix the config; retrying will not help
+  3 lock held: another run of the same pipeline/table is active; retry later
+  4 runtime failure (source, sink or ledger unreachable or failing): retry later
+  5 ledger inconsistent with itself or with Iceberg: run recover-ledger (operator)
+  6 schema problem (missing source table or cursor column, conflicting target): operator
+  1 unexpected internal error
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from typing import Any
+
+from coldtier import config as config_mod
+from coldtier.clickhouse_http import ClickHouseError, ClickHouseUnreachable
+from coldtier.config import AppConfig, ConfigError, mask
+from coldtier.ledger import Ledger, LedgerError, LedgerInconsistent
+from coldtier.lock import AdvisoryLock, LockHeld
+from coldtier.loop import (
+    FaultHook,
+    Planner,
+    StopFlag,
+    TableRunner,
+    Trigger,
+    emit_json,
+    resolve_cursor,
+    run_tables,
+    source_client,
+)
+from coldtier.offset import CursorSpec, Offset
+from coldtier.sink_iceberg import SchemaConflict
+from coldtier.source import SourceSchemaError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_LOCK, EXIT_RUNTIME, EXIT_LEDGER, EXIT_SCHEMA = 0, 1, 2, 3, 4, 5, 6
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="coldtier", description="ClickHouse → Iceberg, exactly once.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", required=True, help="YAML config file")
+        p.add_argument("--tables", help="comma-separated table names (default: all)")
+
+    r = sub.add_parser("run", help="move data: plan, read, write, commit")
+    common(r)
+    r.add_argument("--trigger", default="available-now",
+                   help="once | available-now | processing-time=15s (default: available-now)")
+    r.add_argument("--max-batches", type=int, help="stop after N batches in all")
+    r.add_argument("--wait-for-lock", nargs="?", const="inf", metavar="SECONDS",
+                   help="wait for the lock instead of exiting with code 3")
+    p = sub.add_parser("plan", help="print the next batch's plan per table; moves no data")
+    common(p)
+    s = sub.add_parser("status", help="watermark, last batches, lag and backlog per table")
+    common(s)
+    s.add_argument("--json", action="store_true", help="one JSON object per table")
+    return ap
+
+
+def _tables(cfg: AppConfig, arg: str | None) -> list[str] | None:
+    return [t.strip() for t in arg.split(",") if t.strip()] if arg else None
+
+
+def ts_text(spec: CursorSpec, o: Offset | None) -> str:
+    if o is None:
+        return "-"
+    parts = []
+    if o.ts is not None:
+        secs = spec.ticks_to_seconds(o.ts)
+        when = dt.datetime.fromtimestamp(secs, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        parts.append(when[: 20 + spec.ts_scale].rstrip(".") if spec.ts_scale else when[:19])
+    if o.inc is not None:
+        parts.append(f"#{o.inc}")
+    return " ".join(parts)
+
+
+def _ledger(cfg: AppConfig) -> Ledger:
+    return Ledger(cfg.ledger.dsn, cfg.ledger.schema, cfg.ledger.connect_timeout_s)
+
+
+def cmd_plan(cfg: AppConfig, names: list[str] | None) -> int:
+    ledger = _ledger(cfg)
+    ledger.ensure_schema()
+    for t in cfg.select(names):
+        client = source_client(cfg, t)
+        spec, _ = resolve_cursor(client, t)
+        last = ledger.last_batch(cfg.pipeline, t.name)
+        if last is not None and last.status == "planned":
+            rng, rows, parts, bid, note = last.rng, last.planned_rows, last.parts, last.batch_id, "replay"
+        else:
+            lo = last.rng.hi if last else None
+            planned = Planner(client, t, spec).plan(lo)
+            rng, rows, parts = planned.rng, planned.rows, planned.partitions
+            bid, note = (last.batch_id if last else 0) + 1, "next"
+        doc: dict[str, Any] = {"pipeline": cfg.pipeline, "table": t.name, "batch_id": bid, "kind": note}
+        if rng is None:
+            doc.update({"rows": 0, "start": ts_text(spec, lo), "end": None, "partitions": 0})
+        else:
+            doc.update({"start": ts_text(spec, rng.lo), "end": ts_text(spec, rng.hi),
+                        "estimated_rows": rows, "partitions": len(parts)})
+        print(json.dumps(doc))
+    return EXIT_OK
+
+
+def cmd_status(cfg: AppConfig, names: list[str] | None, as_json: bool) -> int:
+    ledger = _ledger(cfg)
+    ledger.ensure_schema()
+    docs = []
+    for t in cfg.select(names):
+        client = source_client(cfg, t)
+        spec, _ = resolve_cursor(client, t)
+        _, wm_batch, wm = ledger.watermark(cfg.pipeline, t.name)
+        planner = Planner(client, t, spec)
+        backlog = planner.backlog(wm)
+        now_ms = int(client.scalar("SELECT toUnixTimestamp64Milli(now64(3, 'UTC'))"))
+        lag = round(now_ms / 1000 - spec.ticks_to_seconds(wm.ts), 1) if wm and wm.ts is not None else None
+        docs.append({
+            "table": t.name, "watermark_batch": wm_batch, "watermark": ts_text(spec, wm),
+            "source_lag_s": lag, "backlog_rows": backlog,
+            "last_batches": [{k: (v.isoformat() if isinstance(v, dt.datetime) else v) for k, v in b.items()}
+                             for b in ledger.recent(cfg.pipeline, t.name, 5)],
+        })
+    if as_json:
+        for d in docs:
+            print(json.dumps(d))
+        return EXIT_OK
+    print(f"pipeline {cfg.pipeline}")
+    print(f"{'table':<20} {'batch':>6} {'watermark':<34} {'lag_s':>10} {'backlog':>10}  last batches")
+    for d in docs:
+        last = ", ".join(f"{b['batch_id']}:{b['status'][0]}:{b['rows'] if b['rows'] is not None else '?'}"
+                         for b in d["last_batches"][:3]) or "-"
+        print(f"{d['table']:<20} {d['watermark_batch'] if d['watermark_batch'] is not None else '-':>6} "
+              f"{d['watermark']:<34} {d['source_lag_s'] if d['source_lag_s'] is not None else '-':>10} "
+              f"{d['backlog_rows']:>10}  {last}")
+    return EXIT_OK
+
+
+def _needs_spark(cfg: AppConfig, names: list[str] | None, ledger: Ledger) -> bool:
+    """True when some table has a batch to finish or rows to read (checked without Spark)."""
+    for t in cfg.select(names):
+        last = ledger.last_batch(cfg.pipeline, t.name)
+        if last is not None and last.status == "planned":
+            return True
+        client = source_client(cfg, t)
+        spec, _ = resolve_cursor(client, t)
+        if Planner(client, t, spec).plan(last.rng.hi if last else None).rng is not None:
+            return True
+    return False
+
+
+def spark_session(cfg: AppConfig) -> Any:
+    from coldtier import deps
+    from coldtier.spark import build_session, iceberg_catalog_conf
+
+    conf: dict[str, str] = {}
+    for name, props in cfg.catalogs.items():
+        conf.update(iceberg_catalog_conf(name, props))
+    conf.update(cfg.spark.conf)
+    master = None  # under spark-submit the master comes from its command line
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain `python -m coldtier run`
+        conf.setdefault("spark.jars.packages", deps.load().packages_arg)
+        master = cfg.spark.master or "local[*]"
+    spark = build_session(f"coldtier-{cfg.pipeline}", conf, master=master)
+    spark.sparkContext.setLogLevel(os.environ.get("COLDTIER_SPARK_LOG_LEVEL", "WARN"))
+    return spark
+
+
+def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batches: int | None,
+            wait_for_lock: float | None) -> int:
+    ledger = _ledger(cfg)
+    ledger.ensure_schema()
+    tables = cfg.select(names)
+    locks = [AdvisoryLock(cfg.ledger.dsn, f"coldtier/{cfg.pipeline}/{t.name}",
+                          cfg.ledger.connect_timeout_s) for t in tables]
+    stop = StopFlag()
+    stop.install()
+    try:
+        for lock in locks:
+            lock.acquire(wait_for_lock)
+        if trigger.kind != "processing-time" and not _needs_spark(cfg, names, ledger):
+            for t in tables:
+                emit_json({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
+            return EXIT_OK
+        spark = spark_session(cfg)
+        runners = [TableRunner(cfg, t, spark, ledger, FaultHook(), emit_json) for t in tables]
+        done = run_tables(runners, trigger, max_batches, stop)
+        print(json.dumps({"pipeline": cfg.pipeline, "batches": done, "stopped_by_signal": stop.stopped}),
+              file=sys.stderr)
+        return EXIT_OK
+    finally:
+        for lock in locks:
+            lock.release()
+        ledger.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    secrets: tuple[str, ...] = ()
+    try:
+        cfg = config_mod.load(args.config)
+        secrets = cfg.secrets()
+        names = _tables(cfg, args.tables)
+        cfg.select(names)
+        if args.command == "plan":
+            return cmd_plan(cfg, names)
+        if args.command == "status":
+            return cmd_status(cfg, names, args.json)
+        trigger = Trigger.parse(args.trigger)
+        wait = None
+        if args.wait_for_lock is not None:
+            wait = float("inf") if args.wait_for_lock == "inf" else float(args.wait_for_lock)
+        return cmd_run(cfg, names, trigger, args.max_batches, wait)
+    except ConfigError as exc:
+        return _fail(EXIT_CONFIG, "configuration error", exc, secrets)
+    except ValueError as exc:
+        return _fail(EXIT_CONFIG, "usage error", exc, secrets)
+    except LockHeld as exc:
+        return _fail(EXIT_LOCK, "lock held", exc, secrets)
+    except LedgerInconsistent as exc:
+        return _fail(EXIT_LEDGER, "ledger inconsistent", exc, secrets)
+    except (SourceSchemaError, SchemaConflict) as exc:
+        return _fail(EXIT_SCHEMA, "schema problem", exc, secrets)
+    except (ClickHouseError, ClickHouseUnreachable, LedgerError) as exc:
+        return _fail(EXIT_RUNTIME, "runtime failure", exc, secrets)
+    except Exception as exc:  # Spark/Py4J and anything unforeseen
+        name = type(exc).__name__
+        code = EXIT_RUNTIME if name in ("Py4JJavaError", "AnalysisException", "OperationalError") \
+            else EXIT_INTERNAL
+        return _fail(code, f"runtime failure ({name})", exc, secrets)
+
+
+def _fail(code: int, what: str, exc: BaseException, secrets: tuple[str, ...]) -> int:
+    text = " ".join(str(exc).split())
+    if len(text) > 2000:
+        text = text[:2000] + " …"
+    print(f"coldtier: {what}: {mask(text, secrets)} (exit {code})", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""YAML configuration: load, substitute ``${VAR}``, validate, freeze.
+
+Every problem is reported before Spark starts, as one paragraph naming the file, the
+line and the key. Values never appear in errors for keys that hold secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CURSOR_MODES = ("timestamp+incrementing", "incrementing", "timestamp")
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_PLAIN_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_QUOTED_IDENT = re.compile(r"^`[^`\x00]+`$")
+_SECRET_KEYS = ("password", "secret", "key", "token", "dsn")
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class SparkSection:
+    master: str | None = None
+    deploy_mode: str | None = None
+    conf: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    url: str
+    user: str
+    password: str = field(repr=False)
+    properties: Mapping[str, str] = field(default_factory=dict)
+    connect_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    dsn: str = field(repr=False)
+    schema: str = "coldtier"
+    connect_timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class CursorConfig:
+    mode: str = "timestamp+incrementing"
+    timestamp_column: str | None = "exchange_timestamp"
+    incrementing_column: str | None = "sequence_number"
+    lag_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_rows: int = 100_000
+    num_partitions: int = 2
+    fetchsize: int = 10_000
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    catalog: str
+    table: str  # namespace.table
+    partition_by: tuple[str, ...] = ()
+    sort_by: tuple[str, ...] = ()
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.catalog}.{self.table}"
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    name: str
+    connection: str
+    source_table: str  # database.table
+    cursor: CursorConfig
+    batch: BatchConfig
+    target: TargetConfig
+    keep_nanos: bool = False
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    path: str
+    pipeline: str
+    spark: SparkSection
+    sources: Mapping[str, SourceConfig]
+    ledger: LedgerConfig
+    catalogs: Mapping[str, Mapping[str, str]]
+    tables: tuple[TableConfig, ...]
+
+    def table(self, name: str) -> TableConfig:
+        for t in self.tables:
+            if t.name == name:
+                return t
+        raise ConfigError(f"{self.path}: no table named {name!r} (have: "
+                          f"{', '.join(t.name for t in self.tables)})")
+
+    def select(self, names: list[str] | None) -> tuple[TableConfig, ...]:
+        return tuple(self.table(n) for n in names) if names else self.tables
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value in this config, for masking output."""
+        out = [s.password for s in self.sources.values() if s.password]
+        out += [_dsn_password(self.ledger.dsn)]
+        for props in self.catalogs.values():
+            out += [v for k, v in props.items() if _is_secret_key(k)]
+        return tuple(s for s in out if s)
+
+
+def _is_secret_key(key: str) -> bool:
+    k = key.lower()
+    return any(s in k for s in _SECRET_KEYS) and not k.endswith("_env")
+
+
+def _dsn_password(dsn: str) -> str:
+    m = re.search(r"password=(\S+)", dsn) or re.search(r"://[^:/@]+:([^@]+)@", dsn)
+    return m.group(1) if m else ""
+
+
+def mask(text: str, secrets: tuple[str, ...]) -> str:
+    for s in sorted(secrets, key=len, reverse=True):
+        if s:
+            text = text.replace(s, "***")
+    return text
+
+
+# --- loading with line numbers ----------------------------------------------------------
+
+class _Node:
+    """A YAML value with the line it came from."""
+
+    def __init__(self, value: Any, line: int) -> None:
+        self.value = value
+        self.line = line
+
+
+def _convert(node: yaml.Node, path: str, file: str) -> _Node:
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, _Node] = {}
+        for k, v in node.value:
+            key = str(k.value)
+            if key in out:
+                raise ConfigError(f"{file}:{k.start_mark.line + 1}: key {path + key!r} appears twice.")
+            out[key] = _convert(v, f"{path}{key}.", file)
+        return _Node(out, line)
+    if isinstance(node, yaml.SequenceNode):
+        return _Node([_convert(v, f"{path}[{i}].", file) for i, v in enumerate(node.value)], line)
+    value = yaml.safe_load(yaml.serialize(node)) if node.tag != "tag:yaml.org,2002:str" else node.value
+    return _Node(value, line)
+
+
+class _Reader:
+    def __init__(self, file: str, env: Mapping[str, str]) -> None:
+        self.file = file
+        self.env = env
+
+    def fail(self, node: _Node | None, key: str, problem: str) -> ConfigError:
+        where = f"{self.file}:{node.line}" if node else self.file
+        return ConfigError(f"{where}: {key}: {problem}")
+
+    def mapping(self, node: _Node, key: str, allowed: tuple[str, ...]) -> dict[str, _Node]:
+        if not isinstance(node.value, dict):
+            raise self.fail(node, key, f"expected a mapping, got {type(node.value).__name__}.")
+        unknown = [k for k in node.value if k not in allowed]
+        if unknown:
+            bad = node.value[unknown[0]]
+            raise self.fail(bad, f"{key}.{unknown[0]}" if key else unknown[0],
+                            f"unknown key. Allowed here: {', '.join(allowed)}.")
+        return node.value
+
+    def subst(self, node: _Node, key: str, value: str) -> str:
+        def repl(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in self.env and m.group(2) is not None:
+                return m.group(2)
+            if name not in self.env:
+                raise self.fail(node, key, f"environment variable ${{{name}}} is not set.")
+            return self.env[name]
+
+        return _ENV_RE.sub(repl, value)
+
+    def string(self, m: dict[str, _Node], name: str, key: str, default: str | None = None,
+               required: bool = False) -> str | None:
+        node = m.get(name)
+        if node is None or node.value is None:
+            if required:
+                raise self.fail(None, f"{key}{name}", "is required but missing.")
+            return default
+        if isinstance(node.value, (dict, list)):
+            raise self.fail(node, f"{key}{name}", "expected a string.")
+        return self.subst(node, f"{key}{name}", str(node.value))
+
+    def number(self, m: dict[str, _Node], name: str, key: str, default: float, kind: type,
+               minimum: float | None = None) -> Any:
+        node = m.get(name)
+        if node is None:
+            return default
+        value = node.value
+        if isinstance(value, str):
+            value = self.subst(node, key + name, value)
+            try:
+                value = kind(value)
+            except ValueError:
+                raise self.fail(node, key + name, f"expected a {kind.__name__}.") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            kind is int and not isinstance(value, int)
+        ):
+            raise self.fail(node, key + name, f"expected a {kind.__name__}, got {value!r}.")
+        if minimum is not None and value < minimum:
+            raise self.fail(node, key + name, f"must be at least {minimum}, got {value}.")
+        return kind(value)
+
+    def str_map(self, m: dict[str, _Node], name: str, key: str) -> dict[str, str]:
+        node = m.get(name)
+        if node is None or node.value is None:
+            return {}
+        if not isinstance(node.value, dict):
+            raise self.fail(node, key + name, "expected a mapping of names to values.")
+        out = {}
+        for k, v in node.value.items():
+            if isinstance(v.value, (dict, list)):
+                raise self.fail(v, f"{key}{name}.{k}", "expected a scalar value.")
+            val = v.value
+            if isinstance(val, bool):
+                val = str(val).lower()
+            out[k] = self.subst(v, f"{key}{name}.{k}", str(val))
+        return out
+
+    def str_list(self, m: dict[str, _Node], name: str, key: str) -> tuple[str, ...]:
+        node = m.get(name)
+        if node is None or node.value is None:
+            return ()
+        items = node.value if isinstance(node.value, list) else [node]
+        return tuple(self.subst(i, key + name, str(i.value)) for i in items)
+
+    def identifier(self, node_map: dict[str, _Node], name: str, key: str, value: str | None,
+                   parts: tuple[int, ...] = (1,)) -> None:
+        if value is None:
+            return
+        pieces = _split_ident(value)
+        if pieces is None or len(pieces) not in parts or not all(
+            _PLAIN_IDENT.match(p) or _QUOTED_IDENT.match(p) for p in pieces
+        ):
+            shape = " or ".join({1: "name", 2: "db.name", 3: "a.b.name"}[p] for p in parts)
+            raise self.fail(node_map.get(name), key + name,
+                            f"{value!r} is not a plain or `quoted` identifier ({shape}).")
+
+
+def _keys(node: _Node) -> tuple[str, ...]:
+    return tuple(node.value) if isinstance(node.value, dict) else ()
+
+
+def _split_ident(value: str) -> list[str] | None:
+    out, cur, quoted = [], "", False
+    for ch in value:
+        if ch == "`":
+            quoted = not quoted
+            cur += ch
+        elif ch == "." and not quoted:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if quoted:
+        return None
+    out.append(cur)
+    return out
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
+    file = str(path)
+    env = os.environ if env is None else env
+    try:
+        text = Path(file).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the config file: {exc.strerror}.") from None
+    try:
+        root_node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else file
+        raise ConfigError(f"{where}: malformed YAML: {getattr(exc, 'problem', exc)}.") from None
+    if root_node is None:
+        raise ConfigError(f"{file}: the config file is empty.")
+    r = _Reader(file, env)
+    root = r.mapping(_convert(root_node, "", file), "",
+                     ("pipeline", "spark", "sources", "ledger", "catalogs", "tables"))
+
+    pipeline = r.string(root, "pipeline", "", required=True)
+    assert pipeline is not None
+    if not _PLAIN_IDENT.match(pipeline.replace("-", "_")):
+        raise r.fail(root["pipeline"], "pipeline", f"{pipeline!r} must be letters, digits, _ or -.")
+
+    spark = SparkSection()
+    if "spark" in root:
+        sm = r.mapping(root["spark"], "spark", ("master", "deploy_mode", "conf"))
+        spark = SparkSection(r.string(sm, "master", "spark."), r.string(sm, "deploy_mode", "spark."),
+                             r.str_map(sm, "conf", "spark."))
+
+    sources: dict[str, SourceConfig] = {}
+    src_root = r.mapping(root["sources"], "sources", _keys(root["sources"])) \
+        if "sources" in root else {}
+    if not src_root:
+        raise r.fail(None, "sources", "at least one source connection is required.")
+    for name, node in src_root.items():
+        k = f"sources.{name}."
+        sm = r.mapping(node, f"sources.{name}",
+                       ("url", "user", "password", "properties", "connect_timeout_s"))
+        url = r.string(sm, "url", k, required=True)
+        assert url is not None
+        if not url.startswith("jdbc:clickhouse:") and not url.startswith("jdbc:ch:"):
+            raise r.fail(sm["url"], k + "url", "must be a jdbc:clickhouse://host:port/db URL.")
+        sources[name] = SourceConfig(
+            name, url, r.string(sm, "user", k, "default") or "default",
+            r.string(sm, "password", k, "") or "", r.str_map(sm, "properties", k),
+            r.number(sm, "connect_timeout_s", k, 10.0, float, 0.1))
+
+    if "ledger" not in root:
+        raise r.fail(None, "ledger", "is required (ledger.dsn: the PostgreSQL batch ledger).")
+    lm = r.mapping(root["ledger"], "ledger", ("dsn", "schema", "connect_timeout_s"))
+    ledger = LedgerConfig(r.string(lm, "dsn", "ledger.", required=True) or "",
+                          r.string(lm, "schema", "ledger.", "coldtier") or "coldtier",
+                          r.number(lm, "connect_timeout_s", "ledger.", 10.0, float, 0.1))
+    r.identifier(lm, "schema", "ledger.", ledger.schema)
+
+    catalogs: dict[str, dict[str, str]] = {}
+    if "catalogs" in root:
+        for name, node in r.mapping(root["catalogs"], "catalogs", _keys(root["catalogs"])).items():
+            if not _PLAIN_IDENT.match(name):
+                raise r.fail(node, f"catalogs.{name}", "catalog names must be plain identifiers.")
+            catalogs[name] = r.str_map({"c": node}, "c", f"catalogs.{name}")
+
+    tables: list[TableConfig] = []
+    tnode = root.get("tables")
+    if tnode is None or not isinstance(tnode.value, list) or not tnode.value:
+        raise r.fail(tnode, "tables", "a non-empty list of tables is required.")
+    seen: set[str] = set()
+    for i, node in enumerate(tnode.value):
+        k = f"tables[{i}]."
+        tm = r.mapping(node, f"tables[{i}]",
+                       ("name", "source", "cursor", "batch", "target", "keep_nanos"))
+        name = r.string(tm, "name", k, required=True) or ""
+        r.identifier(tm, "name", k, name)
+        if name in seen:
+            raise r.fail(tm["name"], k + "name", f"table name {name!r} is used twice.")
+        seen.add(name)
+        if "source" not in tm:
+            raise r.fail(node, k + "source", "is required.")
+        sm = r.mapping(tm["source"], k + "source", ("connection", "table"))
+        conn = r.string(sm, "connection", k + "source.", required=True) or ""
+        if conn not in sources:
+            raise r.fail(sm["connection"], k + "source.connection",
+                         f"{conn!r} is not one of sources: {', '.join(sources)}.")
+        src_table = r.string(sm, "table", k + "source.", required=True) or ""
+        r.identifier(sm, "table", k + "source.", src_table, (2,))
+
+        cm = r.mapping(tm["cursor"], k + "cursor",
+                       ("mode", "timestamp_column", "incrementing_column", "lag_s")) \
+            if "cursor" in tm else {}
+        mode = r.string(cm, "mode", k + "cursor.", "timestamp+incrementing") or ""
+        if mode not in CURSOR_MODES:
+            raise r.fail(cm.get("mode"), k + "cursor.mode",
+                         f"{mode!r} is not one of {', '.join(CURSOR_MODES)}.")
+        ts_col = r.string(cm, "timestamp_column", k + "cursor.",
+                          "exchange_timestamp" if mode != "incrementing" else None)
+        inc_col = r.string(cm, "incrementing_column", k + "cursor.",
+                           "sequence_number" if mode != "timestamp" else None)
+        if mode == "incrementing":
+            ts_col = None
+        if mode == "timestamp":
+            inc_col = None
+        r.identifier(cm, "timestamp_column", k + "cursor.", ts_col)
+        r.identifier(cm, "incrementing_column", k + "cursor.", inc_col)
+        cursor = CursorConfig(mode, ts_col, inc_col,
+                              r.number(cm, "lag_s", k + "cursor.", 300.0, float, 0.0))
+
+        bm = r.mapping(tm["batch"], k + "batch", ("max_rows", "num_partitions", "fetchsize", "options")) \
+            if "batch" in tm else {}
+        batch = BatchConfig(r.number(bm, "max_rows", k + "batch.", 100_000, int, 1),
+                            r.number(bm, "num_partitions", k + "batch.", 2, int, 1),
+                            r.number(bm, "fetchsize", k + "batch.", 10_000, int, 1),
+                            r.str_map(bm, "options", k + "batch."))
+
+        if "target" not in tm:
+            raise r.fail(node, k + "target", "is required.")
+        gm = r.mapping(tm["target"], k + "target",
+                       ("catalog", "table", "partition_by", "sort_by", "properties"))
+        catalog = r.string(gm, "catalog", k + "target.", required=True) or ""
+        if catalog not in catalogs:
+            raise r.fail(gm["catalog"], k + "target.catalog",
+                         f"{catalog!r} is not one of catalogs: {', '.join(catalogs) or '(none)'}.")
+        ttable = r.string(gm, "table", k + "target.", required=True) or ""
+        r.identifier(gm, "table", k + "target.", ttable, (2,))
+        partition_by = r.str_list(gm, "partition_by", k + "target.")
+        for p in partition_by:
+            if not re.match(r"^([A-Za-z_]+\()?[A-Za-z_][A-Za-z0-9_]*(, *\d+)?\)?$", p):
+                raise r.fail(gm["partition_by"], k + "target.partition_by",
+                             f"{p!r} is not a column or a transform like days(col) / bucket(16, col).")
+        sort_by = r.str_list(gm, "sort_by", k + "target.")
+        for s in sort_by:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*( (ASC|DESC))?$", s, re.I):
+                raise r.fail(gm["sort_by"], k + "target.sort_by", f"{s!r} is not `column [ASC|DESC]`.")
+        target = TargetConfig(catalog, ttable, partition_by, sort_by, r.str_map(gm, "properties",
+                                                                               k + "target."))
+        keep_nanos = bool(tm["keep_nanos"].value) if "keep_nanos" in tm else False
+        tables.append(TableConfig(name, conn, src_table, cursor, batch, target, keep_nanos))
+
+    return AppConfig(file, pipeline, spark, sources, ledger, catalogs, tuple(tables))

@@ -1,0 +1,249 @@
+"""The PostgreSQL batch ledger: Structured Streaming's offset log and commit log.
+
+``batches`` holds one row per (pipeline, table, batch_id): written as *planned* (the
+offset log: the exact range, before any data moves) and turned *committed* (the commit
+log: Iceberg snapshot id, rows, timings) in one transaction that also advances the
+``watermarks`` row. The ledger is the source of truth for planning; Iceberg snapshot
+summaries are the evidence used to finish or rebuild it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+
+from coldtier.offset import Offset
+from coldtier.planning import Range, range_from_json, range_to_json
+
+T = TypeVar("T")
+
+SCHEMA_SQL = """
+CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {s}.batches (
+    pipeline      text        NOT NULL,
+    table_name    text        NOT NULL,
+    batch_id      bigint      NOT NULL,
+    status        text        NOT NULL CHECK (status IN ('planned', 'committed')),
+    range_json    jsonb       NOT NULL,
+    parts_json    jsonb       NOT NULL,
+    planned_rows  bigint      NOT NULL,
+    planned_at    timestamptz NOT NULL DEFAULT now(),
+    committed_at  timestamptz,
+    snapshot_id   bigint,
+    rows          bigint,
+    plan_s        double precision,
+    read_s        double precision,
+    write_s       double precision,
+    commit_s      double precision,
+    total_s       double precision,
+    source_lag_s  double precision,
+    backlog_rows  bigint,
+    attempts      integer     NOT NULL DEFAULT 1,
+    PRIMARY KEY (pipeline, table_name, batch_id)
+);
+CREATE TABLE IF NOT EXISTS {s}.watermarks (
+    pipeline    text        NOT NULL,
+    table_name  text        NOT NULL,
+    batch_id    bigint      NOT NULL,
+    end_offset  jsonb,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pipeline, table_name)
+);
+"""
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be reached or used."""
+
+
+class LedgerInconsistent(RuntimeError):
+    """The ledger contradicts itself or the sink; an operator must decide (recover-ledger)."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    pipeline: str
+    table: str
+    batch_id: int
+    status: str
+    rng: Range
+    parts: tuple[Range, ...]
+    planned_rows: int
+    snapshot_id: int | None = None
+    rows: int | None = None
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class BatchMetrics:
+    rows: int
+    snapshot_id: int | None
+    plan_s: float
+    read_s: float
+    write_s: float
+    commit_s: float
+    total_s: float
+    source_lag_s: float | None
+    backlog_rows: int | None
+
+
+@dataclass
+class Ledger:
+    dsn: str = field(repr=False)
+    schema: str = "coldtier"
+    connect_timeout_s: float = 10.0
+    retries: int = 5
+    backoff_s: float = 0.5
+    _conn: Any = field(default=None, repr=False)
+
+    # -- connection with bounded retries --------------------------------------------------
+    def _connect(self) -> Any:
+        conn = psycopg2.connect(self.dsn, connect_timeout=max(1, int(self.connect_timeout_s)),
+                                application_name="coldtier")
+        conn.autocommit = False
+        return conn
+
+    def _with_retry(self, fn: Callable[[Any], T]) -> T:
+        delay = self.backoff_s
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = self._connect()
+                result = fn(self._conn)
+                self._conn.commit()
+                return result
+            except psycopg2.OperationalError as exc:
+                last = exc
+                self.close()
+                if attempt < self.retries:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 8.0)
+            except psycopg2.Error:
+                if self._conn is not None and not self._conn.closed:
+                    self._conn.rollback()
+                raise
+        raise LedgerError(f"PostgreSQL ledger unreachable after {self.retries + 1} attempts: "
+                          f"{_first_line(last)}") from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg2.Error:
+                pass
+            self._conn = None
+
+    @contextmanager
+    def _cursor(self, conn: Any) -> Iterator[Any]:
+        with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            yield cur
+
+    # -- schema ----------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        def run(conn: Any) -> None:
+            with self._cursor(conn) as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext('coldtier-ledger-ddl'))")
+                cur.execute(SCHEMA_SQL.format(s=self.schema))
+        self._with_retry(run)
+
+    # -- reads -------------------------------------------------------------------------------
+    def last_batch(self, pipeline: str, table: str) -> Batch | None:
+        def run(conn: Any) -> Batch | None:
+            with self._cursor(conn) as cur:
+                cur.execute(f"SELECT * FROM {self.schema}.batches WHERE pipeline = %s AND table_name = %s "
+                            f"ORDER BY batch_id DESC LIMIT 1", (pipeline, table))
+                row = cur.fetchone()
+            return _batch(row) if row else None
+        return self._with_retry(run)
+
+    def last_committed(self, pipeline: str, table: str) -> Batch | None:
+        def run(conn: Any) -> Batch | None:
+            with self._cursor(conn) as cur:
+                cur.execute(f"SELECT * FROM {self.schema}.batches WHERE pipeline = %s AND table_name = %s "
+                            f"AND status = 'committed' ORDER BY batch_id DESC LIMIT 1", (pipeline, table))
+                row = cur.fetchone()
+            return _batch(row) if row else None
+        return self._with_retry(run)
+
+    def watermark(self, pipeline: str, table: str) -> tuple[bool, int | None, Offset | None]:
+        """(row exists, batch id, end offset) of the committed watermark."""
+        def run(conn: Any) -> tuple[bool, int | None, Offset | None]:
+            with self._cursor(conn) as cur:
+                cur.execute(f"SELECT batch_id, end_offset FROM {self.schema}.watermarks "
+                            f"WHERE pipeline = %s AND table_name = %s", (pipeline, table))
+                row = cur.fetchone()
+            if row is None:
+                return False, None, None
+            return True, row["batch_id"], Offset.from_json(row["end_offset"])
+        return self._with_retry(run)
+
+    def recent(self, pipeline: str, table: str, limit: int = 5) -> list[dict[str, Any]]:
+        def run(conn: Any) -> list[dict[str, Any]]:
+            with self._cursor(conn) as cur:
+                cur.execute(f"SELECT batch_id, status, planned_rows, rows, snapshot_id, total_s, "
+                            f"committed_at FROM {self.schema}.batches WHERE pipeline = %s AND "
+                            f"table_name = %s ORDER BY batch_id DESC LIMIT %s", (pipeline, table, limit))
+                return [dict(r) for r in cur.fetchall()]
+        return self._with_retry(run)
+
+    # -- writes ------------------------------------------------------------------------------
+    def record_plan(self, batch: Batch) -> None:
+        """The offset log entry: written before any data moves."""
+        def run(conn: Any) -> None:
+            with self._cursor(conn) as cur:
+                cur.execute(
+                    f"INSERT INTO {self.schema}.batches (pipeline, table_name, batch_id, status, "
+                    f"range_json, parts_json, planned_rows) VALUES (%s, %s, %s, 'planned', %s, %s, %s)",
+                    (batch.pipeline, batch.table, batch.batch_id, json.dumps(range_to_json(batch.rng)),
+                     json.dumps([range_to_json(p) for p in batch.parts]), batch.planned_rows))
+        self._with_retry(run)
+
+    def note_attempt(self, batch: Batch) -> None:
+        def run(conn: Any) -> None:
+            with self._cursor(conn) as cur:
+                cur.execute(f"UPDATE {self.schema}.batches SET attempts = attempts + 1 WHERE pipeline = %s "
+                            f"AND table_name = %s AND batch_id = %s AND status = 'planned'",
+                            (batch.pipeline, batch.table, batch.batch_id))
+        self._with_retry(run)
+
+    def commit(self, batch: Batch, m: BatchMetrics) -> None:
+        """The commit log entry and the watermark, in one transaction."""
+        def run(conn: Any) -> None:
+            with self._cursor(conn) as cur:
+                cur.execute(
+                    f"UPDATE {self.schema}.batches SET status = 'committed', committed_at = now(), "
+                    f"snapshot_id = %s, rows = %s, plan_s = %s, read_s = %s, write_s = %s, commit_s = %s, "
+                    f"total_s = %s, source_lag_s = %s, backlog_rows = %s WHERE pipeline = %s AND "
+                    f"table_name = %s AND batch_id = %s AND status = 'planned'",
+                    (m.snapshot_id, m.rows, m.plan_s, m.read_s, m.write_s, m.commit_s, m.total_s,
+                     m.source_lag_s, m.backlog_rows, batch.pipeline, batch.table, batch.batch_id))
+                if cur.rowcount != 1:
+                    raise LedgerInconsistent(
+                        f"batch {batch.batch_id} of {batch.pipeline}/{batch.table} was not in state "
+                        f"'planned' when committing it")
+                cur.execute(
+                    f"INSERT INTO {self.schema}.watermarks (pipeline, table_name, batch_id, end_offset) "
+                    f"VALUES (%s, %s, %s, %s) ON CONFLICT (pipeline, table_name) DO UPDATE SET "
+                    f"batch_id = EXCLUDED.batch_id, end_offset = EXCLUDED.end_offset, updated_at = now()",
+                    (batch.pipeline, batch.table, batch.batch_id, json.dumps(batch.rng.hi.to_json())))
+        self._with_retry(run)
+
+
+def _batch(row: dict[str, Any]) -> Batch:
+    return Batch(row["pipeline"], row["table_name"], row["batch_id"], row["status"],
+                 range_from_json(row["range_json"]),
+                 tuple(range_from_json(p) for p in row["parts_json"]), row["planned_rows"],
+                 row["snapshot_id"], row["rows"], row["attempts"])
+
+
+def _first_line(exc: BaseException | None) -> str:
+    return str(exc).strip().splitlines()[0] if exc else "unknown error"

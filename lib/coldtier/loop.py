@@ -1,0 +1,317 @@
+"""The micro-batch loop, foreachBatch style: plan → read → write → commit, per table.
+
+Exactly once, at any crash instant:
+- the plan (exact range) is in the ledger before data moves, so a replay reads the same rows;
+- the Iceberg commit carries the batch id, so a replay that finds it only completes the ledger;
+- the ledger commit and the watermark move in one PostgreSQL transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from coldtier.clickhouse_http import ClickHouseHTTP
+from coldtier.config import AppConfig, TableConfig
+from coldtier.ledger import Batch, BatchMetrics, Ledger, LedgerInconsistent
+from coldtier.offset import CursorSpec, Offset
+from coldtier.planning import (
+    PlannedRange,
+    after_predicate,
+    horizon_query,
+    parse_offset,
+    parse_plan_row,
+    plan_query,
+)
+from coldtier.sink_iceberg import IcebergSink
+from coldtier.source import JdbcSource, SourceSchemaError, describe
+
+PHASES = ("after-plan", "during-read", "before-sink-commit", "after-sink-commit", "after-ledger-commit")
+
+
+class FaultHook:
+    """Makes the phases observable for fault-injection tests.
+
+    ``COLDTIER_FAULT=phase[:batch_id]`` kills this process (SIGKILL) when it reaches that
+    phase; ``COLDTIER_PHASE_FILE=path`` appends ``table batch_id phase`` lines as phases
+    are reached. Unset in production: then this does nothing.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ) if env is None else env
+        spec = env.get("COLDTIER_FAULT", "")
+        self.phase, _, bid = spec.partition(":")
+        self.batch_id = int(bid) if bid else None
+        self.phase_file = env.get("COLDTIER_PHASE_FILE")
+
+    def __call__(self, table: str, batch_id: int, phase: str) -> None:
+        if self.phase_file:
+            with open(self.phase_file, "a") as fh:
+                fh.write(f"{table} {batch_id} {phase}\n")
+        if phase == self.phase and (self.batch_id is None or self.batch_id == batch_id):
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class StopFlag:
+    """Set by SIGTERM/SIGINT: finish the batch in flight, then stop."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.event.set())
+
+    @property
+    def stopped(self) -> bool:
+        return self.event.is_set()
+
+    def sleep(self, seconds: float) -> None:
+        self.event.wait(seconds)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    table: str
+    batch_id: int
+    rows: int
+    progress: dict[str, Any]
+
+
+def source_client(cfg: AppConfig, t: TableConfig) -> ClickHouseHTTP:
+    src = cfg.sources[t.connection]
+    return ClickHouseHTTP.from_jdbc_url(src.url, src.user, src.password, src.connect_timeout_s)
+
+
+def resolve_cursor(client: ClickHouseHTTP, t: TableConfig) -> tuple[CursorSpec, list[Any]]:
+    from coldtier.clickhouse_http import ClickHouseError
+
+    try:
+        columns = describe(client, t.source_table)
+    except ClickHouseError as exc:
+        if exc.code in (60, 81):
+            raise SourceSchemaError(f"source table {t.source_table} of table {t.name!r} does not exist "
+                                    f"on {client.endpoint} (ClickHouse error {exc.code}).") from None
+        raise
+    types = {c.name: c.ch_type for c in columns}
+    from coldtier.offset import CursorTypeError
+
+    try:
+        return CursorSpec.resolve(t.cursor, types, t.source_table), columns
+    except CursorTypeError as exc:
+        raise SourceSchemaError(f"table {t.name!r}: {exc}") from None
+
+
+@dataclass
+class Planner:
+    """Decides the next batch of one table; needs ClickHouse's HTTP interface only."""
+
+    client: ClickHouseHTTP
+    table: TableConfig
+    spec: CursorSpec
+
+    def plan(self, lo: Offset | None, ceiling: Offset | None = None) -> PlannedRange:
+        b = self.table.batch
+        q = plan_query(self.spec, self.table.source_table, lo, b.max_rows, self.table.cursor.lag_s,
+                       b.num_partitions, ceiling)
+        rows = self.client.rows(q.sql, settings={"max_threads": "2"})
+        return parse_plan_row(self.spec, lo, rows[0])
+
+    def horizon(self) -> Offset | None:
+        """The greatest cursor visible now (after the lag): the end of an available-now run."""
+        rows = self.client.rows(horizon_query(self.spec, self.table.source_table,
+                                              self.table.cursor.lag_s))
+        return parse_offset(self.spec, rows[0]["k"]) if rows else None
+
+    def backlog(self, lo: Offset | None) -> int:
+        return int(self.client.scalar(
+            f"SELECT count() FROM {self.table.source_table} WHERE {after_predicate(self.spec, lo)}"))
+
+
+@dataclass
+class TableRunner:
+    """Runs the batches of one table inside one Spark application."""
+
+    cfg: AppConfig
+    table: TableConfig
+    spark: Any
+    ledger: Ledger
+    hook: Callable[[str, int, str], None]
+    emit: Callable[[dict[str, Any]], None]
+
+    def __post_init__(self) -> None:
+        self.client = source_client(self.cfg, self.table)
+        self.spec, columns = resolve_cursor(self.client, self.table)
+        self.planner = Planner(self.client, self.table, self.spec)
+        self.source = JdbcSource(self.cfg.sources[self.table.connection], self.table, self.spec, columns)
+        self.sink = IcebergSink(self.spark, self.table.target)
+        self.pipeline = self.cfg.pipeline
+
+    # -- consistency -------------------------------------------------------------------
+    def committed_watermark(self) -> tuple[int, Offset | None]:
+        """(last committed batch id, its end offset), checked against the watermark row."""
+        last = self.ledger.last_committed(self.pipeline, self.table.name)
+        exists, wm_batch, wm_offset = self.ledger.watermark(self.pipeline, self.table.name)
+        if last is None and not exists:
+            sunk = self.sink.latest_batch(self.pipeline, self.table.name)
+            if sunk is not None:
+                raise LedgerInconsistent(
+                    f"{self.pipeline}/{self.table.name}: the ledger has no batches but Iceberg table "
+                    f"{self.sink.ident} holds batch {sunk[0]} of this pipeline; run recover-ledger.")
+            return 0, None
+        if last is None or not exists or wm_batch != last.batch_id or wm_offset != last.rng.hi:
+            raise LedgerInconsistent(
+                f"{self.pipeline}/{self.table.name}: watermark row (batch {wm_batch}, offset "
+                f"{wm_offset}) does not match the last committed batch "
+                f"({last.batch_id if last else None}, {last.rng.hi if last else None}); "
+                f"run recover-ledger.")
+        return last.batch_id, last.rng.hi
+
+    # -- one batch ---------------------------------------------------------------------
+    def recover(self) -> BatchResult | None:
+        """Finish a batch that was planned but not committed (a crash or failure)."""
+        last = self.ledger.last_batch(self.pipeline, self.table.name)
+        if last is None or last.status == "committed":
+            return None
+        found = self.sink.find_batch(self.pipeline, self.table.name, last.batch_id)
+        t0 = time.perf_counter()
+        if found is not None:
+            m = BatchMetrics(found.added_rows, found.snapshot_id, 0.0, 0.0, 0.0, 0.0, 0.0, None, None)
+            self.ledger.commit(last, m)
+            return BatchResult(self.table.name, last.batch_id, found.added_rows,
+                               self._progress(last, m, recovered="ledger-completed"))
+        self.ledger.note_attempt(last)
+        return self._move(last, plan_s=0.0, started=t0, recovered="replayed")
+
+    def step(self, ceiling: Offset | None = None) -> BatchResult | None:
+        """Plan and run the next batch; None when there is nothing to read."""
+        t0 = time.perf_counter()
+        last_id, lo = self.committed_watermark()
+        planned = self.planner.plan(lo, ceiling)
+        if planned.rng is None:
+            return None
+        batch = Batch(self.pipeline, self.table.name, last_id + 1, "planned", planned.rng,
+                      planned.partitions, planned.rows)
+        self.ledger.record_plan(batch)
+        self.hook(self.table.name, batch.batch_id, "after-plan")
+        return self._move(batch, plan_s=time.perf_counter() - t0, started=t0,
+                          now_ms=planned.server_now_ms)
+
+    def _move(self, batch: Batch, plan_s: float, started: float, now_ms: int | None = None,
+              recovered: str | None = None) -> BatchResult:
+        t1 = time.perf_counter()
+        df = self.source.read(self.spark, batch)
+        self.sink.ensure(df.schema)
+        self.hook(self.table.name, batch.batch_id, "during-read")
+        read_s = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        self.hook(self.table.name, batch.batch_id, "before-sink-commit")
+        info = self.sink.append(df, batch)
+        write_s = time.perf_counter() - t2
+        self.hook(self.table.name, batch.batch_id, "after-sink-commit")
+        t3 = time.perf_counter()
+        lag = None
+        if batch.rng.hi.ts is not None and now_ms is not None:
+            lag = round(now_ms / 1000 - self.spec.ticks_to_seconds(batch.rng.hi.ts), 3)
+        backlog = self.planner.backlog(batch.rng.hi)
+        m = BatchMetrics(info.added_rows, info.snapshot_id, round(plan_s, 4), round(read_s, 4),
+                         round(write_s, 4), 0.0, 0.0, lag, backlog)
+        commit_s = time.perf_counter() - t3
+        total = time.perf_counter() - started
+        m = BatchMetrics(m.rows, m.snapshot_id, m.plan_s, m.read_s, m.write_s, round(commit_s, 4),
+                         round(total, 4), lag, backlog)
+        self.ledger.commit(batch, m)
+        self.hook(self.table.name, batch.batch_id, "after-ledger-commit")
+        progress = self._progress(batch, m, recovered=recovered)
+        self.emit(progress)
+        return BatchResult(self.table.name, batch.batch_id, m.rows, progress)
+
+    def _progress(self, batch: Batch, m: BatchMetrics, recovered: str | None = None) -> dict[str, Any]:
+        doc = {
+            "pipeline": batch.pipeline, "table": batch.table, "batch_id": batch.batch_id,
+            "start": batch.rng.lo.to_json() if batch.rng.lo else None, "end": batch.rng.hi.to_json(),
+            "rows": m.rows, "plan_s": m.plan_s, "read_s": m.read_s, "write_s": m.write_s,
+            "commit_s": m.commit_s, "total_s": m.total_s, "source_lag_s": m.source_lag_s,
+            "backlog_rows": m.backlog_rows, "snapshot_id": m.snapshot_id,
+        }
+        if recovered:
+            doc["recovered"] = recovered
+        return doc
+
+
+def emit_json(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+@dataclass(frozen=True)
+class Trigger:
+    kind: str  # once | available-now | processing-time
+    interval_s: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str) -> Trigger:
+        if text in ("once", "available-now"):
+            return cls(text)
+        if text.startswith("processing-time="):
+            raw = text.split("=", 1)[1].strip()
+            mult = 60.0 if raw.endswith("m") else 1.0
+            try:
+                secs = float(raw.rstrip("sm")) * mult
+            except ValueError:
+                raise ValueError(f"bad trigger interval {raw!r}; use e.g. processing-time=15s") from None
+            if secs <= 0:
+                raise ValueError("the processing-time interval must be positive")
+            return cls("processing-time", secs)
+        raise ValueError(f"unknown trigger {text!r}: use once, available-now or processing-time=15s")
+
+
+def run_tables(runners: list[TableRunner], trigger: Trigger, max_batches: int | None,
+               stop: StopFlag) -> int:
+    """Drive the runners sequentially per trigger; returns the number of batches committed."""
+    done = 0
+
+    def budget_left() -> bool:
+        return max_batches is None or done < max_batches
+
+    for r in runners:
+        if not budget_left():
+            break
+        if r.recover() is not None:
+            done += 1
+    if trigger.kind == "once":
+        for r in runners:
+            if stop.stopped or not budget_left():
+                break
+            if r.step() is not None:
+                done += 1
+        return done
+    if trigger.kind == "available-now":
+        ceilings = {r.table.name: r.planner.horizon() for r in runners}
+        active = [r for r in runners if ceilings[r.table.name] is not None]
+        while active and not stop.stopped and budget_left():
+            for r in list(active):
+                if stop.stopped or not budget_left():
+                    break
+                if r.step(ceilings[r.table.name]) is None:
+                    active.remove(r)
+                else:
+                    done += 1
+        return done
+    while not stop.stopped and budget_left():
+        began = time.monotonic()
+        for r in runners:
+            if stop.stopped or not budget_left():
+                break
+            if r.step() is not None:
+                done += 1
+        stop.sleep(max(0.0, trigger.interval_s - (time.monotonic() - began)))
+    return done

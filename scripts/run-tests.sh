@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the test suite with the project's venv. pytest's exit 5 (no test collected) is
+# turned into a failure: a run that tested nothing must never pass.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export TZ=UTC PYTHONPATH=lib:tests
+.venv/bin/ruff check lib jobs tests || exit 1
+.venv/bin/python -m pytest "$@"
+rc=$?
+if [ "$rc" = 5 ]; then
+  echo "run-tests: pytest collected no tests; failing" >&2
+  exit 1
+fi
+exit "$rc"

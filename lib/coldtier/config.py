@@ -130,9 +130,11 @@ def _dsn_password(dsn: str) -> str:
 
 
 def mask(text: str, secrets: tuple[str, ...]) -> str:
-    for s in sorted(secrets, key=len, reverse=True):
+    """Replace every secret in ``text`` by ``***`` where it stands as a value (not inside a
+    longer word or path, so a password that is also a common word does not garble paths)."""
+    for s in sorted(set(secrets), key=len, reverse=True):
         if s:
-            text = text.replace(s, "***")
+            text = re.sub(rf"(?<![\w./-]){re.escape(s)}(?![\w-])", "***", text)
     return text
 
 

@@ -1,0 +1,153 @@
+"""Builds the spark-submit command line (``scripts/spark-submit.sh`` calls this).
+
+    scripts/spark-submit.sh [--print-only] [--master M] [--deploy-mode client|cluster]
+                            [--conf k=v ...] JOB.py COMMAND --config FILE [...]
+
+- master/deploy mode: command line, else ``COLDTIER_SPARK_MASTER``, else YAML ``spark.master``;
+- dependencies: ``--packages`` from conf/dependencies.yaml, or ``--jars`` from
+  ``COLDTIER_JARS_DIR`` (a directory filled for clusters without internet);
+- the coldtier package as a zip through ``--py-files``;
+- ``--conf`` from YAML ``spark.conf``; a ``--conf`` on the command line wins;
+- in cluster mode the YAML travels with ``--files`` and the job reads it by name;
+- ``--print-only`` prints the final command with secrets masked.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from coldtier import config as config_mod
+from coldtier import deps
+from coldtier.config import ConfigError, mask
+
+_SECRET_CONF = ("password", "secret", "token", "access.key", "credential")
+
+
+@dataclass(frozen=True)
+class SubmitArgs:
+    print_only: bool
+    master: str | None
+    deploy_mode: str | None
+    conf: tuple[tuple[str, str], ...]
+    job: str
+    job_args: tuple[str, ...]
+
+
+def parse(argv: list[str]) -> SubmitArgs:
+    print_only, master, mode, conf = False, None, None, []
+    i = 0
+    while i < len(argv) and argv[i].startswith("--"):
+        a = argv[i]
+        if a == "--print-only":
+            print_only = True
+        elif a in ("--master", "--deploy-mode", "--conf") and i + 1 < len(argv):
+            v = argv[i + 1]
+            i += 1
+            if a == "--master":
+                master = v
+            elif a == "--deploy-mode":
+                mode = v
+            else:
+                k, sep, val = v.partition("=")
+                if not sep:
+                    raise ConfigError(f"--conf {v!r}: expected key=value")
+                conf.append((k, val))
+        else:
+            raise ConfigError(f"spark-submit.sh: unknown option {a!r} before the job file")
+        i += 1
+    if i >= len(argv):
+        raise ConfigError("spark-submit.sh: missing the job file (e.g. jobs/offload.py run --config F)")
+    return SubmitArgs(print_only, master, mode, tuple(conf), argv[i], tuple(argv[i + 1:]))
+
+
+def build_lib_zip(root: Path) -> Path:
+    out = root / "build" / "coldtier-lib.zip"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted((root / "lib" / "coldtier").rglob("*.py")):
+            zf.write(path, path.relative_to(root / "lib"))
+    os.replace(tmp, out)
+    return out
+
+
+def _config_path(job_args: tuple[str, ...]) -> str | None:
+    for i, a in enumerate(job_args):
+        if a == "--config" and i + 1 < len(job_args):
+            return job_args[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def spark_submit_binary() -> str:
+    home = os.environ.get("SPARK_HOME")
+    if home and (Path(home) / "bin" / "spark-submit").exists():
+        return str(Path(home) / "bin" / "spark-submit")
+    here = Path(sys.executable).parent / "spark-submit"
+    return str(here) if here.exists() else (shutil.which("spark-submit") or "spark-submit")
+
+
+def build_command(args: SubmitArgs, root: Path, env: dict[str, str]) -> tuple[list[str], tuple[str, ...]]:
+    """(argv, secrets to mask when printing)."""
+    cfg_path = _config_path(args.job_args)
+    cfg = config_mod.load(cfg_path, env) if cfg_path else None
+    secrets = cfg.secrets() if cfg else ()
+    master = args.master or env.get("COLDTIER_SPARK_MASTER") or (cfg.spark.master if cfg else None) \
+        or "local[*]"
+    mode = args.deploy_mode or env.get("COLDTIER_DEPLOY_MODE") or (cfg.spark.deploy_mode if cfg else None) \
+        or "client"
+    cmd = [spark_submit_binary(), "--master", master, "--deploy-mode", mode]
+    jars_dir = env.get("COLDTIER_JARS_DIR")
+    if jars_dir:
+        jars = sorted(str(p) for p in Path(jars_dir).glob("*.jar"))
+        if not jars:
+            raise ConfigError(f"COLDTIER_JARS_DIR={jars_dir} holds no jars (run scripts/fetch-jars.sh)")
+        cmd += ["--jars", ",".join(jars)]
+    else:
+        cmd += ["--packages", deps.load(root / "conf" / "dependencies.yaml").packages_arg]
+    cmd += ["--py-files", str(build_lib_zip(root))]
+    conf = dict(cfg.spark.conf) if cfg else {}
+    conf.update(dict(args.conf))
+    python = env.get("PYSPARK_PYTHON") or sys.executable
+    conf.setdefault("spark.pyspark.python", python)
+    for k, v in conf.items():
+        cmd += ["--conf", f"{k}={v}"]
+        if any(s in k.lower() for s in _SECRET_CONF) and v:
+            secrets += (v,)
+    job_args = list(args.job_args)
+    if mode == "cluster" and cfg_path:
+        cmd += ["--files", str(Path(cfg_path).resolve())]
+        idx = job_args.index("--config") if "--config" in job_args else None
+        if idx is not None:
+            job_args[idx + 1] = Path(cfg_path).name
+    cmd.append(args.job)
+    cmd += job_args
+    return cmd, secrets
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = deps.repo_root()
+    try:
+        args = parse(list(sys.argv[1:] if argv is None else argv))
+        cmd, secrets = build_command(args, root, dict(os.environ))
+    except ConfigError as exc:
+        print(f"coldtier: configuration error: {exc} (exit 2)", file=sys.stderr)
+        return 2
+    if args.print_only:
+        print(mask(shlex.join(cmd), secrets))
+        return 0
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(root / "lib") + os.pathsep + env.get("PYTHONPATH", "")
+    os.execvpe(cmd[0], cmd, env)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -186,8 +186,9 @@ class TableRunner:
         if found is not None:
             m = BatchMetrics(found.added_rows, found.snapshot_id, 0.0, 0.0, 0.0, 0.0, 0.0, None, None)
             self.ledger.commit(last, m)
-            return BatchResult(self.table.name, last.batch_id, found.added_rows,
-                               self._progress(last, m, recovered="ledger-completed"))
+            progress = self._progress(last, m, recovered="ledger-completed")
+            self.emit(progress)
+            return BatchResult(self.table.name, last.batch_id, found.added_rows, progress)
         self.ledger.note_attempt(last)
         return self._move(last, plan_s=0.0, started=t0, recovered="replayed")
 

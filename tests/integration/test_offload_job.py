@@ -1,0 +1,258 @@
+"""The offload job end to end: real Spark, chembed through the real JDBC driver, real
+PostgreSQL ledger, real Iceberg (Hadoop and JDBC catalogs)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+
+import psycopg2
+import pytest
+from chispa import assert_df_equality
+
+from coldtier import cli
+from coldtier.lock import AdvisoryLock
+from coldtier.offset import CursorSpec
+from coldtier.planning import Range, predicate
+from jobkit import JobEnv, ch_fingerprint, progress_lines, spark_fingerprint
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture()
+def job(chembed, postgres, warehouse, tmp_path, spark, monkeypatch):
+    env = JobEnv(chembed, postgres, warehouse, tmp_path)
+    for k, v in env.env().items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+def run_inprocess(capsys, config, *args):
+    code = cli.main(["run", "--config", str(config), *args])
+    out = capsys.readouterr()
+    return code, progress_lines(out.out), out.err
+
+
+def assert_source_equals_sink(job, spark, source_table, target):
+    want = ch_fingerprint(job.client, f"{job.database}.{source_table}")
+    got = spark_fingerprint(spark.table(target))
+    assert got == want
+    assert got["keys"] == got["n"]  # no duplicate (exchange, trade_id)
+
+
+@pytest.mark.parametrize("catalog", ["hadoop_cat", "jdbc_cat"])
+def test_backfill_in_bounded_batches(job, spark, capsys, catalog, request):
+    job.catalog = catalog
+    rows = 1_000_000 if request.config.getoption("-m") != "not slow" else 200_000
+    trades = job.trades()
+    trades.bulk(rows)
+    cfg = job.write_config([job.table_entry("binance", trades.table, batch={"max_rows": rows // 4})])
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert [p["batch_id"] for p in progress] == [1, 2, 3, 4]
+    assert sum(p["rows"] for p in progress) == rows
+    assert all(p["rows"] <= rows // 4 for p in progress)
+    assert_source_equals_sink(job, spark, trades.table, job.target("binance"))
+    snaps = spark.sql(f"SELECT summary FROM {job.target('binance')}.snapshots ORDER BY committed_at").collect()
+    assert [s.summary["coldtier.batch-id"] for s in snaps] == ["1", "2", "3", "4"]
+    assert json.loads(snaps[-1].summary["coldtier.end-cursor"]) == progress[-1]["end"]
+    # nothing new: a relaunch moves nothing and creates no snapshot
+    code, progress, _ = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0 and all(p.get("caught_up") for p in progress)
+    assert spark.sql(f"SELECT count(*) FROM {job.target('binance')}.snapshots").collect()[0][0] == 4
+
+
+def test_ten_thousand_rows_on_one_timestamp(job, spark, capsys):
+    trades = job.trades()
+    trades.bulk(10_000, equal_timestamps=10_000)
+    cfg = job.write_config([job.table_entry("ties", trades.table, batch={"max_rows": 3000})])
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert [p["rows"] for p in progress] == [3000, 3000, 3000, 1000]
+    assert len({p["end"]["ts"] for p in progress}) == 1  # the cap split one timestamp 4 ways
+    assert_source_equals_sink(job, spark, trades.table, job.target("ties"))
+
+
+def test_max_rows_one_moves_a_tie_run_row_by_row(job, spark, capsys):
+    trades = job.trades()
+    trades.bulk(12, equal_timestamps=12)
+    cfg = job.write_config([job.table_entry("one", trades.table, batch={"max_rows": 1})])
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert [p["rows"] for p in progress] == [1] * 12
+    assert_source_equals_sink(job, spark, trades.table, job.target("one"))
+
+
+def test_planner_walks_ten_thousand_ties_with_max_rows_one(job):
+    """The planner alone (no Spark): 10,000 batches of one row over one timestamp; every
+    range selects exactly one row, and together they select every row once."""
+    from coldtier.config import load
+    from coldtier.loop import Planner, resolve_cursor, source_client
+
+    trades = job.trades()
+    trades.bulk(10_000, equal_timestamps=10_000)
+    cfg = load(job.write_config([job.table_entry("t", trades.table, batch={"max_rows": 1})]), job.env())
+    t = cfg.tables[0]
+    client = source_client(cfg, t)
+    spec, _ = resolve_cursor(client, t)
+    planner = Planner(client, t, spec)
+    lo, ends = None, []
+    while (p := planner.plan(lo)).rng is not None:
+        assert p.rows == 1
+        ends.append(p.rng.hi)
+        lo = p.rng.hi
+    assert len(ends) == 10_000 and len({e.inc for e in ends}) == 10_000
+    # the SQL predicates agree: consecutive ranges partition the table
+    src = f"{job.database}.{trades.table}"
+    sample = [Range(None, ends[0]), Range(ends[4999], ends[5000]), Range(ends[9998], ends[9999])]
+    for r in sample:
+        assert job.client.scalar(f"SELECT count() FROM {src} WHERE {predicate(spec, r)}") == "1"
+    assert job.client.scalar(f"SELECT count() FROM {src} WHERE {predicate(spec, Range(None, ends[-1]))}") \
+        == "10000"
+
+
+def test_predicates_prune_the_primary_key(job):
+    """ClickHouse does not prune on a tuple comparison alone; the redundant bounds make it."""
+    trades = job.trades()
+    trades.bulk(1_000_000)
+    src = f"{job.database}.{trades.table}"
+    keys = job.client.rows(f"SELECT toUnixTimestamp64Milli(exchange_timestamp) AS t, sequence_number AS s "
+                           f"FROM {src} ORDER BY exchange_timestamp, sequence_number "
+                           f"LIMIT 2 OFFSET 500000 SETTINGS max_threads = 1")
+    from coldtier.offset import Offset
+
+    lo = Offset(int(keys[0]["t"]), int(keys[0]["s"]))
+    hi = Offset(int(keys[0]["t"]) + 3000, int(keys[0]["s"]) + 3000)
+    spec = CursorSpec("timestamp+incrementing", "exchange_timestamp", "sequence_number", 3)
+
+    def granules(where: str) -> tuple[int, int]:
+        plan = job.client.scalar(f"EXPLAIN indexes = 1 SELECT * FROM {src} WHERE {where}")
+        m = re.search(r"PrimaryKey.*?Granules: (\d+)/(\d+)", plan, re.S)
+        assert m, plan
+        return int(m.group(1)), int(m.group(2))
+
+    selected, total = granules(predicate(spec, Range(lo, hi)))
+    assert selected <= 2 and total >= 100
+    tuple_only = predicate(spec, Range(lo, hi)).split(" AND exchange_timestamp >=")[0]
+    assert granules(tuple_only)[0] > selected
+
+
+def test_crash_after_iceberg_commit_before_ledger_commit(job, spark):
+    trades = job.trades()
+    trades.bulk(30_000)
+    cfg = job.write_config([job.table_entry("c", trades.table, batch={"max_rows": 10_000})])
+    crashed = job.run_process(cfg, "run", "--trigger", "available-now",
+                              extra_env={"COLDTIER_FAULT": "after-sink-commit:2"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    assert [p["batch_id"] for p in progress_lines(crashed.stdout)] == [1]
+    conn = psycopg2.connect(job.postgres.dsn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT batch_id, status FROM coldtier.batches WHERE pipeline = %s ORDER BY 1",
+                    (job.pipeline,))
+        assert cur.fetchall() == [(1, "committed"), (2, "planned")]
+    conn.close()
+    again = job.run_process(cfg, "run", "--trigger", "available-now")
+    assert again.returncode == 0, again.stderr[-2000:]
+    progress = progress_lines(again.stdout)
+    assert progress[0]["batch_id"] == 2 and progress[0]["recovered"] == "ledger-completed"
+    assert [p["batch_id"] for p in progress] == [2, 3]
+    assert_source_equals_sink(job, spark, trades.table, job.target("c"))
+    assert spark.sql(f"SELECT count(*) FROM {job.target('c')}.snapshots").collect()[0][0] == 3
+
+
+def test_crash_after_plan_replays_the_same_range(job, spark, capsys):
+    trades = job.trades()
+    trades.bulk(20_000)
+    cfg = job.write_config([job.table_entry("r", trades.table, batch={"max_rows": 20_000})])
+    crashed = job.run_process(cfg, "run", "--trigger", "once", extra_env={"COLDTIER_FAULT": "after-plan:1"})
+    assert crashed.returncode == -signal.SIGKILL
+    conn = psycopg2.connect(job.postgres.dsn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT range_json FROM coldtier.batches WHERE pipeline = %s AND batch_id = 1",
+                    (job.pipeline,))
+        planned = cur.fetchone()[0]
+    conn.close()
+    trades.bulk(5_000, end_ms_ago=1000)  # new rows arrive meanwhile: not for the replayed batch 1
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "once")
+    assert code == 0, err
+    assert progress[0]["recovered"] == "replayed" and progress[0]["rows"] == 20_000
+    assert progress[0]["end"] == planned["hi"]
+    later = progress[1:]  # trigger once: after finishing the replay, one new batch
+    code, progress, _ = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0 and sum(p["rows"] for p in later + progress) == 5_000
+    assert_source_equals_sink(job, spark, trades.table, job.target("r"))
+
+
+CONFORMANCE = """
+CREATE TABLE {db}.types (
+    id Int32, dt3 DateTime64(3, 'UTC'), dt6 DateTime64(6), dt9 DateTime64(9),
+    d18 Decimal(18, 8), d38 Decimal(38, 18), u64 UInt64, f64 Float64,
+    lc LowCardinality(String), ns Nullable(String), e8 Enum8('buy' = 1, 'sell' = 2), uid UUID, b Bool
+) ENGINE = MergeTree ORDER BY (dt3, id)
+"""
+
+
+def test_every_conformance_type_survives_end_to_end(job, spark, capsys):
+    from test_jdbc_driver import CONFORMANCE_ROWS, EXPECTED_ROWS, EXPECTED_SCHEMA
+
+    job.client.execute(CONFORMANCE.format(db=job.database))
+    job.client.execute(CONFORMANCE_ROWS.replace("default.conformance", f"{job.database}.types"))
+    cfg = job.write_config([job.table_entry("types", "types", keep_nanos=True,
+                                            cursor={"timestamp_column": "dt3", "incrementing_column": "id"})])
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    got = spark.table(job.target("types"))
+    expected = spark.createDataFrame(EXPECTED_ROWS, EXPECTED_SCHEMA)
+    assert_df_equality(got.drop("dt9_nanos").select(*expected.columns), expected, ignore_nullable=True,
+                       ignore_row_order=True, ignore_metadata=True)
+    nanos = {r.id: r.dt9_nanos for r in got.collect()}
+    assert nanos[1] == 1767323045123456789 and nanos[3] % 1000 == 1
+    iceberg_types = {r.col_name: r.data_type for r in spark.sql(f"DESCRIBE {job.target('types')}").collect()}
+    assert iceberg_types["u64"] == "decimal(20,0)" and iceberg_types["dt3"] == "timestamp"
+    assert iceberg_types["uid"] == "string" and iceberg_types["d38"] == "decimal(38,18)"
+
+
+def test_two_tables_one_run_with_plan_and_status(job, spark, capsys):
+    binance, kraken = job.trades("binance"), job.trades("kraken")
+    binance.bulk(5000)
+    kraken.bulk(3000)
+    cfg = job.write_config([job.table_entry("binance", binance.table, batch={"max_rows": 2000}),
+                            job.table_entry("kraken", kraken.table, batch={"max_rows": 2000})])
+    assert cli.main(["plan", "--config", str(cfg)]) == 0
+    plans = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(p["table"], p["batch_id"], p["estimated_rows"]) for p in plans] == \
+        [("binance", 1, 2000), ("kraken", 1, 2000)]
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert {(p["table"], p["batch_id"]) for p in progress} == \
+        {("binance", 1), ("binance", 2), ("binance", 3), ("kraken", 1), ("kraken", 2)}
+    for p in progress:
+        assert set(p) >= {"pipeline", "table", "batch_id", "start", "end", "rows", "plan_s", "read_s",
+                          "write_s", "commit_s", "total_s", "source_lag_s", "backlog_rows", "snapshot_id"}
+    assert cli.main(["status", "--config", str(cfg), "--json"]) == 0
+    status = {d["table"]: d for d in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert status["binance"]["watermark_batch"] == 3 and status["binance"]["backlog_rows"] == 0
+    assert status["kraken"]["last_batches"][0]["rows"] == 1000
+    assert cli.main(["status", "--config", str(cfg)]) == 0
+    table = capsys.readouterr().out
+    assert "binance" in table and "kraken" in table and "backlog" in table
+    assert_source_equals_sink(job, spark, binance.table, job.target("binance"))
+    assert_source_equals_sink(job, spark, kraken.table, job.target("kraken"))
+
+
+def test_exit_codes_config_and_lock(job, capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pipeline: x\ntables: []\n")
+    assert cli.main(["run", "--config", str(bad)]) == cli.EXIT_CONFIG
+    assert "bad.yaml" in capsys.readouterr().err
+    trades = job.trades()
+    trades.bulk(100)
+    cfg = job.write_config([job.table_entry("l", trades.table)])
+    holder = AdvisoryLock(job.postgres.dsn, f"coldtier/{job.pipeline}/l")
+    holder.acquire()
+    try:
+        assert cli.main(["run", "--config", str(cfg)]) == cli.EXIT_LOCK
+        assert "lock" in capsys.readouterr().err
+    finally:
+        holder.release()

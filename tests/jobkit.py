@@ -1,0 +1,149 @@
+"""Helpers for the job tests: configs pointing at the test services, and source==sink checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from coldtier.clickhouse_http import ClickHouseHTTP
+from coldtier.synth import TradeTable
+from helpers import CH_PASSWORD, ROOT, ChembedProcess
+
+TRADE_COLUMNS = ["exchange", "symbol", "trade_id", "price", "quantity", "side",
+                 "exchange_timestamp", "sequence_number", "ingested_at"]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class JobEnv:
+    """One isolated pipeline: its own ClickHouse database, ledger schema and target tables."""
+
+    chembed: ChembedProcess
+    postgres: Any
+    warehouse: Path
+    tmp: Path
+    catalog: str = "hadoop_cat"
+    pipeline: str = ""
+    database: str = ""
+
+    def __post_init__(self) -> None:
+        self.pipeline = self.pipeline or unique("p")
+        self.database = self.database or unique("src")
+        self.client.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+
+    @property
+    def client(self) -> ClickHouseHTTP:
+        return self.chembed.client()
+
+    def trades(self, exchange: str = "binance") -> TradeTable:
+        t = TradeTable(self.client, exchange, self.database)
+        t.create()
+        return t
+
+    def catalog_props(self) -> dict[str, str]:
+        if self.catalog == "hadoop_cat":
+            return {"type": "hadoop", "warehouse": str(self.warehouse / "hadoop")}
+        pg = self.postgres
+        return {"type": "jdbc", "uri": pg.jdbc_url, "jdbc.user": pg.user, "jdbc.password": pg.password,
+                "warehouse": str(self.warehouse / "jdbc"), "jdbc.schema-version": "V1"}
+
+    def target(self, name: str) -> str:
+        return f"{self.catalog}.{self.pipeline}.{name}"
+
+    def table_entry(self, name: str, source_table: str, **kw: Any) -> dict[str, Any]:
+        entry = {
+            "name": name,
+            "source": {"connection": "ch", "table": f"{self.database}.{source_table}"},
+            "cursor": {"lag_s": 0, **kw.pop("cursor", {})},
+            "batch": {"max_rows": 100_000, "num_partitions": 2, **kw.pop("batch", {})},
+            "target": {"catalog": self.catalog, "table": f"{self.pipeline}.{name}", **kw.pop("target", {})},
+        }
+        entry.update(kw)
+        return entry
+
+    def write_config(self, tables: list[dict[str, Any]], **extra: Any) -> Path:
+        pg = self.postgres
+        doc = {
+            "pipeline": self.pipeline,
+            "spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2",
+                                                      "spark.ui.enabled": "false",
+                                                      "spark.driver.host": "127.0.0.1"}},
+            "sources": {"ch": {"url": self.chembed.jdbc_url, "user": "default",
+                               "password": "${TEST_CH_PASSWORD}"}},
+            "ledger": {"dsn": f"host={pg.host} port={pg.port} dbname={pg.dbname} user={pg.user} "
+                              f"password=${{TEST_PG_PASSWORD}}"},
+            "catalogs": {self.catalog: self.catalog_props()},
+            "tables": tables,
+        }
+        doc.update(extra)
+        path = self.tmp / f"{self.pipeline}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "TEST_CH_PASSWORD": CH_PASSWORD, "TEST_PG_PASSWORD": self.postgres.password,
+                "PYTHONPATH": f"{ROOT / 'lib'}", "COLDTIER_SPARK_LOG_LEVEL": "ERROR"}
+
+    def run_process(self, config: Path, *args: str, extra_env: dict[str, str] | None = None,
+                    timeout: float = 600) -> subprocess.CompletedProcess:
+        """``python -m coldtier ...`` in a child process (its own JVM), for crash tests."""
+        return subprocess.run([sys.executable, "-m", "coldtier", *args, "--config", str(config)],
+                              env={**self.env(), **(extra_env or {})}, capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT)
+
+
+def ch_fingerprint(client: ClickHouseHTTP, table: str) -> dict[str, str]:
+    """Order-independent checksum of every trade column, computed by ClickHouse."""
+    row = client.rows(f"""
+        SELECT count() AS x_n, uniqExact(exchange, trade_id) AS x_keys,
+               sum(toInt128(CRC32(exchange))) AS x_exchange, sum(toInt128(CRC32(symbol))) AS x_symbol,
+               sum(toDecimal128(trade_id, 0)) AS x_trade_id, sum(toDecimal128(price, 8)) AS x_price,
+               sum(toDecimal128(quantity, 8)) AS x_quantity, sum(toInt128(CRC32(side))) AS x_side,
+               sum(toInt128(toUnixTimestamp64Micro(exchange_timestamp))) AS x_exchange_timestamp,
+               sum(toDecimal128(sequence_number, 0)) AS x_sequence_number,
+               sum(toInt128(toUnixTimestamp64Micro(ingested_at))) AS x_ingested_at
+        FROM {table}""", settings={"output_format_json_quote_decimals": "1"})[0]
+    return {k[2:]: _norm(v) for k, v in row.items()}
+
+
+def spark_fingerprint(df: Any) -> dict[str, str]:
+    """The same checksum computed by Spark over the Iceberg table."""
+    from pyspark.sql import functions as F
+
+    row = df.agg(
+        F.count("*").alias("n"), F.countDistinct("exchange", "trade_id").alias("keys"),
+        F.sum(F.crc32("exchange").cast("decimal(38,0)")).alias("exchange"), F.sum(F.crc32("symbol").cast("decimal(38,0)")).alias("symbol"),
+        F.sum(F.col("trade_id").cast("decimal(38,0)")).alias("trade_id"),
+        F.sum(F.col("price").cast("decimal(38,8)")).alias("price"),
+        F.sum(F.col("quantity").cast("decimal(38,8)")).alias("quantity"),
+        F.sum(F.crc32("side").cast("decimal(38,0)")).alias("side"),
+        F.sum(F.unix_micros("exchange_timestamp").cast("decimal(38,0)")).alias("exchange_timestamp"),
+        F.sum(F.col("sequence_number").cast("decimal(38,0)")).alias("sequence_number"),
+        F.sum(F.unix_micros("ingested_at").cast("decimal(38,0)")).alias("ingested_at"),
+    ).collect()[0].asDict()
+    return {k: _norm(v) for k, v in row.items()}
+
+
+def _norm(v: Any) -> str:
+    from decimal import Decimal
+
+    if v is None:
+        return "0"
+    d = Decimal(str(v))
+    return format(d.normalize(), "f") if d != 0 else "0"
+
+
+def progress_lines(stdout: str) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]

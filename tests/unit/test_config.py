@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from coldtier.config import ConfigError, load, mask
+
+GOOD = """\
+pipeline: p1
+spark:
+  master: local[2]
+  conf: {spark.executor.memory: 2g}
+sources:
+  ch:
+    url: jdbc:clickhouse://127.0.0.1:8123/default
+    user: default
+    password: ${CH_PW}
+ledger:
+  dsn: host=127.0.0.1 dbname=x user=u password=${PG_PW:-pgsecret}
+catalogs:
+  cold: {type: hadoop, warehouse: /tmp/wh}
+tables:
+  - name: trades
+    source: {connection: ch, table: k2.bronze_trades_binance}
+    cursor: {lag_s: 60}
+    batch: {max_rows: 3000, num_partitions: 4, options: {clickhouse_setting_max_block_size: 8192}}
+    target: {catalog: cold, table: cold.trades, partition_by: ["days(exchange_timestamp)"],
+             sort_by: [exchange_timestamp], properties: {write.target-file-size-bytes: 134217728}}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_good_config_loads_with_env_and_defaults(tmp_path):
+    cfg = load(write(tmp_path, GOOD), {"CH_PW": "chsecret"})
+    t = cfg.tables[0]
+    assert cfg.sources["ch"].password == "chsecret"
+    assert "password=pgsecret" in cfg.ledger.dsn
+    assert t.cursor.mode == "timestamp+incrementing" and t.cursor.lag_s == 60
+    assert t.batch.options == {"clickhouse_setting_max_block_size": "8192"}
+    assert t.target.identifier == "cold.cold.trades"
+    assert set(cfg.secrets()) == {"chsecret", "pgsecret"}
+    assert "chsecret" not in repr(cfg)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("    user: default\n", "    user: default\n    pasword: x\n"), r"c.yaml:9: sources.ch.pasword: unknown key"),
+    (("${CH_PW}", "${NOPE_VAR}"), r"c.yaml:9: sources.ch.password: environment variable \$\{NOPE_VAR\} is not set"),
+    (("k2.bronze_trades_binance", "x; DROP TABLE y"), r"tables\[0\].source.table: 'x; DROP TABLE y' is not a plain"),
+    (("max_rows: 3000", "max_rows: lots"), r"tables\[0\].batch.max_rows: expected a int"),
+    (("max_rows: 3000", "max_rows: 0"), r"max_rows: must be at least 1"),
+    (("catalog: cold", "catalog: warm"), r"target.catalog: 'warm' is not one of catalogs: cold"),
+    (("lag_s: 60", "mode: sideways"), r"cursor.mode: 'sideways' is not one of"),
+    (("pipeline: p1\n", "pipeline: p1\n  - broken: [\n"), r"c.yaml:\d+: malformed YAML"),
+])
+def test_bad_config_names_file_line_and_key(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        load(write(tmp_path, GOOD.replace(*change)), {"CH_PW": "s"})
+
+
+def test_mask_hides_values_not_words_inside_paths():
+    assert mask("password=hunter2 at /x/hunter2-lib.zip", ("hunter2",)) == "password=*** at /x/hunter2-lib.zip"

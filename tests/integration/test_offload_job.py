@@ -42,9 +42,9 @@ def assert_source_equals_sink(job, spark, source_table, target):
 
 
 @pytest.mark.parametrize("catalog", ["hadoop_cat", "jdbc_cat"])
-def test_backfill_in_bounded_batches(job, spark, capsys, catalog, request):
+def test_backfill_in_bounded_batches(job, spark, capsys, catalog):
     job.catalog = catalog
-    rows = 1_000_000 if request.config.getoption("-m") != "not slow" else 200_000
+    rows = 1_000_000
     trades = job.trades()
     trades.bulk(rows)
     cfg = job.write_config([job.table_entry("binance", trades.table, batch={"max_rows": rows // 4})])

@@ -1,0 +1,129 @@
+"""The job as users start it: through scripts/spark-submit.sh, live while rows arrive."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from helpers import ROOT
+from jobkit import JobEnv, ch_fingerprint, progress_lines, spark_fingerprint
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture()
+def job(chembed, postgres, warehouse, tmp_path, spark):
+    return JobEnv(chembed, postgres, warehouse, tmp_path)
+
+
+class Submitted:
+    """A spark-submit child whose output goes to files: a pipe nobody reads fills up and
+    blocks the child (Spark logs a lot)."""
+
+    def __init__(self, job, cfg, *args):
+        self.out_path = job.tmp / f"submit-{id(self)}.out"
+        self.err_path = job.tmp / f"submit-{id(self)}.err"
+        self.proc = subprocess.Popen(
+            [str(ROOT / "scripts" / "spark-submit.sh"), "jobs/offload.py", *args, "--config", str(cfg)],
+            cwd=ROOT, env=job.env(), stdout=open(self.out_path, "w"), stderr=open(self.err_path, "w"))
+        self.pid = self.proc.pid
+
+    @property
+    def returncode(self):
+        return self.proc.returncode
+
+    def kill(self):
+        self.proc.kill()
+
+    def communicate(self, timeout):
+        self.proc.wait(timeout)
+        return self.out_path.read_text(), self.err_path.read_text()
+
+
+def submit(job, cfg, *args):
+    return Submitted(job, cfg, *args)
+
+
+def test_print_only_masks_secrets(job):
+    cfg = job.write_config([job.table_entry("x", "t")])
+    out = subprocess.run([str(ROOT / "scripts" / "spark-submit.sh"), "--print-only", "--conf",
+                          "spark.hadoop.fs.s3a.secret.key=TopSecret99", "--master", "local[2]",
+                          "jobs/offload.py", "run", "--config", str(cfg)],
+                         cwd=ROOT, env=job.env(), capture_output=True, text=True, check=True).stdout
+    assert "--master 'local[2]'" in out and "--packages org.apache.iceberg:iceberg-spark-runtime" in out
+    assert "--py-files" in out and "coldtier-lib.zip" in out
+    assert "TopSecret99" not in out and "spark.hadoop.fs.s3a.secret.key=***" in out
+    assert job.postgres.password not in out
+
+
+@pytest.mark.slow
+def test_live_feed_processing_time_then_drain(job, spark):
+    """~200 rows/s arrive for 60 s while processing-time=2s runs through spark-submit; then
+    SIGTERM (the batch in flight commits), stop the feed, drain with available-now."""
+    trades = job.trades()
+    trades.bulk(2000)
+    cfg = job.write_config([job.table_entry("live", trades.table, cursor={"lag_s": 1},
+                                            batch={"max_rows": 5000})])
+    feed = subprocess.Popen(
+        [sys.executable, "-m", "coldtier.synth", "--url", job.chembed.http_url, "--password-env",
+         "TEST_CH_PASSWORD", "--database", job.database, "--exchange", "binance", "live", "--rate", "200",
+         "--interval", "0.5", "--duration", "60"], env=job.env(), stdout=subprocess.DEVNULL)
+    runner = submit(job, cfg, "run", "--trigger", "processing-time=2s")
+    try:
+        assert feed.wait(120) == 0
+        time.sleep(3)
+        # SIGTERM goes to the Python driver (the JVM's child under spark-submit): it finishes
+        # the batch in flight and exits 0. (A SIGTERM to the JVM stops Spark under it.)
+        driver = next(p for p in psutil.Process(runner.pid).children(recursive=True)
+                      if "jobs/offload.py" in " ".join(p.cmdline()) and "python" in p.name())
+        driver.send_signal(signal.SIGTERM)
+        out, err = runner.communicate(timeout=120)
+    finally:
+        feed.kill()
+        runner.kill()
+    assert runner.returncode == 0, err[-3000:]
+    live = progress_lines(out)
+    assert len(live) >= 10, f"only {len(live)} batches in 60 s: {err[-3000:]}"
+    drain = submit(job, cfg, "run", "--trigger", "available-now")
+    out, err = drain.communicate(timeout=300)
+    assert drain.returncode == 0, err[-3000:]
+    total = int(job.client.scalar(f"SELECT count() FROM {job.database}.{trades.table}"))
+    assert total >= 2000 + 60 * 200 * 0.8
+    got = spark_fingerprint(spark.table(job.target("live")))
+    assert got == ch_fingerprint(job.client, f"{job.database}.{trades.table}")
+    assert got["keys"] == got["n"]
+
+
+def test_dev_services_start_status_stop(tmp_path):
+    from helpers import free_port
+
+    env = {**os.environ, "COLDTIER_DEV_DIR": str(tmp_path / "dev"), "COLDTIER_CH_PORT": str(free_port()),
+           "COLDTIER_PG_PORT": str(free_port()), "COLDTIER_CH_PASSWORD": "devpw1",
+           "COLDTIER_PG_PASSWORD": "devpw2", "TMPDIR": "/tmp"}
+    script = str(ROOT / "scripts" / "dev-services.sh")
+    try:
+        start = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=180)
+        assert start.returncode == 0, start.stderr
+        assert f"http://127.0.0.1:{env['COLDTIER_CH_PORT']}" in start.stdout
+        again = subprocess.run([script, "start"], env=env, capture_output=True, text=True, timeout=60)
+        assert "already running" in again.stdout
+        assert subprocess.run([script, "status"], env=env, capture_output=True).returncode == 0
+        from coldtier.clickhouse_http import ClickHouseHTTP
+
+        ch = ClickHouseHTTP(f"http://127.0.0.1:{env['COLDTIER_CH_PORT']}", "default", "devpw1")
+        assert ch.scalar("SELECT toDateTime64('2026-01-02 03:04:05.678',3,'UTC')") == "2026-01-02 03:04:05.678"
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=int(env["COLDTIER_PG_PORT"]), user="coldtier",
+                                password="devpw2", dbname="coldtier")
+        conn.close()
+    finally:
+        stop = subprocess.run([script, "stop"], env=env, capture_output=True, text=True, timeout=120)
+    assert stop.returncode == 0, stop.stderr
+    assert subprocess.run([script, "status"], env=env, capture_output=True).returncode == 1

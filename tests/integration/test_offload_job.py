@@ -200,7 +200,7 @@ def test_every_conformance_type_survives_end_to_end(job, spark, capsys):
     job.client.execute(CONFORMANCE_ROWS.replace("default.conformance", f"{job.database}.types"))
     cfg = job.write_config([job.table_entry("types", "types", keep_nanos=True,
                                             cursor={"timestamp_column": "dt3", "incrementing_column": "id"})])
-    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0, err
     got = spark.table(job.target("types"))
     expected = spark.createDataFrame(EXPECTED_ROWS, EXPECTED_SCHEMA)

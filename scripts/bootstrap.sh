@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 apt_pkgs=()
 command -v java >/dev/null 2>&1 || apt_pkgs+=(openjdk-17-jre-headless)
+command -v curl >/dev/null 2>&1 || apt_pkgs+=(curl)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || apt_pkgs+=(postgresql)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then

@@ -19,6 +19,9 @@ CURSOR_MODES = ("timestamp+incrementing", "incrementing", "timestamp")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PLAIN_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUOTED_IDENT = re.compile(r"^`[^`\x00]+`$")
+_PARTITION_RE = re.compile(
+    r"^([A-Za-z_][A-Za-z0-9_]*|(years|months|days|hours|identity|bucket|truncate)\("
+    r"(\d+,\s*)?[A-Za-z_][A-Za-z0-9_]*(,\s*\d+)?\))$")
 _SECRET_KEYS = ("password", "secret", "key", "token", "dsn")
 
 
@@ -408,7 +411,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         r.identifier(gm, "table", k + "target.", ttable, (2,))
         partition_by = r.str_list(gm, "partition_by", k + "target.")
         for p in partition_by:
-            if not re.match(r"^([A-Za-z_]+\()?[A-Za-z_][A-Za-z0-9_]*(, *\d+)?\)?$", p):
+            if not _PARTITION_RE.match(p):
                 raise r.fail(gm["partition_by"], k + "target.partition_by",
                              f"{p!r} is not a column or a transform like days(col) / bucket(16, col).")
         sort_by = r.str_list(gm, "sort_by", k + "target.")

@@ -73,7 +73,11 @@ class IcebergSink:
         ddl += " TBLPROPERTIES (" + ", ".join(f"'{k}' = '{v}'" for k, v in props.items()) + ")"
         self.spark.sql(ddl)
         if self.target.sort_by:
-            self.spark.sql(f"ALTER TABLE {self.ident} WRITE ORDERED BY {', '.join(self.target.sort_by)}")
+            # Setting a sort order also sets the distribution; keep the one configured.
+            clause = {"none": "WRITE LOCALLY ORDERED BY", "range": "WRITE ORDERED BY",
+                      "hash": "WRITE DISTRIBUTED BY PARTITION LOCALLY ORDERED BY"}.get(
+                props.get("write.distribution-mode", "none"), "WRITE LOCALLY ORDERED BY")
+            self.spark.sql(f"ALTER TABLE {self.ident} {clause} {', '.join(self.target.sort_by)}")
 
     def ensure(self, schema: Any) -> list[str]:
         """Create the table on first use; add columns new in the source. Returns added names."""

@@ -85,7 +85,9 @@ class TradeTable:
     def insert(self, rows: int, ts_expr: str, start: int | None = None) -> int:
         """Insert ``rows`` rows with sequence numbers from ``start``; returns the next one."""
         first = self.next_sequence() if start is None else start
-        sql = f"INSERT INTO {self.fqn} " + _SELECT.format(
+        cols = "exchange, symbol, trade_id, price, quantity, side, exchange_timestamp, sequence_number, " \
+               "ingested_at"
+        sql = f"INSERT INTO {self.fqn} ({cols}) " + _SELECT.format(
             exchange=self.exchange, n_symbols=N_SYMBOLS, ts=ts_expr, start=first, rows=rows
         )
         self.client.execute(sql)

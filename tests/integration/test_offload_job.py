@@ -256,3 +256,51 @@ def test_exit_codes_config_and_lock(job, capsys, tmp_path):
         assert "lock" in capsys.readouterr().err
     finally:
         holder.release()
+
+
+def test_table_layout_from_yaml_and_schema_changes(job, spark, capsys):
+    trades = job.trades()
+    trades.bulk(3000)
+    cfg = job.write_config([job.table_entry(
+        "evo", trades.table,
+        target={"partition_by": ["days(exchange_timestamp)", "bucket(4, symbol)"], "sort_by": ["exchange_timestamp"],
+                "properties": {"write.target-file-size-bytes": "67108864"}})])
+    code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    target = job.target("evo")
+    props = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {target}").collect()}
+    assert props["write.target-file-size-bytes"] == "67108864" and props["write.distribution-mode"] == "none"
+    assert props["sort-order"].startswith("exchange_timestamp ASC")
+    spec = spark.sql(f"SELECT * FROM {target}.partitions").columns
+    assert "partition" in spec
+    part_fields = spark.table(f"{target}.partitions").schema["partition"].dataType.fieldNames()
+    assert part_fields == ["exchange_timestamp_day", "symbol_bucket"]
+
+    # a column added to the source appears in Iceberg on the next batch
+    job.client.execute(f"ALTER TABLE {job.database}.{trades.table} ADD COLUMN venue String DEFAULT 'spot'")
+    trades.bulk(1000, end_ms_ago=1000)
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert sum(p["rows"] for p in progress) == 1000
+    venues = {r.venue: r.n for r in spark.sql(f"SELECT venue, count(*) AS n FROM {target} GROUP BY venue").collect()}
+    assert venues == {None: 3000, "spot": 1000}
+
+    # a dropped source column stops the job with a clear error and exit code 6
+    job.client.execute(f"ALTER TABLE {job.database}.{trades.table} DROP COLUMN side")
+    trades_rows = f"INSERT INTO {job.database}.{trades.table} (exchange, symbol, trade_id, price, quantity, " \
+                  f"exchange_timestamp, sequence_number, ingested_at) SELECT 'binance', 'X', 999999, 1, 1, " \
+                  f"now64(3, 'UTC'), 999999, now64(6, 'UTC')"
+    job.client.execute(trades_rows)
+    import time
+
+    time.sleep(0.01)
+    code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == cli.EXIT_SCHEMA
+    assert "side" in err and "does not drop columns" in err
+    # refused before planning: no ledger row for a batch that cannot be written
+    conn = psycopg2.connect(job.postgres.dsn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM coldtier.batches WHERE pipeline = %s AND status = 'planned'",
+                    (job.pipeline,))
+        assert cur.fetchone()[0] == 0
+    conn.close()

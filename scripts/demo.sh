@@ -19,7 +19,7 @@ scripts/spark-submit.sh jobs/offload.py run --config conf/dev.yaml --trigger ava
   2> >(grep -vE '^(\s|::|Ivy|The jars|Using Spark|To adjust|Setting default|WARNING: Using incubator)|found |INFO |WARN ' >&2)
 echo "== status"
 .venv/bin/python -m coldtier status --config conf/dev.yaml
-echo "== Iceberg row counts (cold.trades_*) vs ClickHouse"
+echo "== source row counts (the status table above shows the rows committed to Iceberg)"
 for ex in binance kraken; do
   ch=$(curl -fsS -u "default:$COLDTIER_CH_PASSWORD" "http://127.0.0.1:${COLDTIER_CH_PORT:-18123}/" \
        --data-binary "SELECT count() FROM k2.bronze_trades_$ex")

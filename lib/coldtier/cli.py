@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="wait for the lock instead of exiting with code 3")
     p = sub.add_parser("plan", help="print the next batch's plan per table; moves no data")
     common(p)
+    rl = sub.add_parser("recover-ledger",
+                        help="rebuild the ledger of the given tables from Iceberg snapshot summaries")
+    common(rl)
     s = sub.add_parser("status", help="watermark, last batches, lag and backlog per table")
     common(s)
     s.add_argument("--json", action="store_true", help="one JSON object per table")
@@ -147,6 +150,31 @@ def cmd_status(cfg: AppConfig, names: list[str] | None, as_json: bool) -> int:
     return EXIT_OK
 
 
+def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
+    from coldtier.sink_iceberg import IcebergSink
+
+    ledger = _ledger(cfg)
+    ledger.ensure_schema()
+    locks = [AdvisoryLock(cfg.ledger.dsn, f"coldtier/{cfg.pipeline}/{t.name}", cfg.ledger.connect_timeout_s)
+             for t in cfg.select(names)]
+    try:
+        for lock in locks:
+            lock.acquire(None)
+        spark = spark_session(cfg)
+        for t in cfg.select(names):
+            history = IcebergSink(spark, t.target).batch_history(cfg.pipeline, t.name)
+            entries = [(bid, Offset.from_json(end), sid, rows) for bid, end, sid, rows in history]
+            ledger.rebuild(cfg.pipeline, t.name, entries)  # type: ignore[arg-type]
+            print(json.dumps({"pipeline": cfg.pipeline, "table": t.name, "batches": len(entries),
+                              "watermark_batch": entries[-1][0] if entries else None,
+                              "watermark": entries[-1][1].to_json() if entries else None}))
+        return EXIT_OK
+    finally:
+        for lock in locks:
+            lock.release()
+        ledger.close()
+
+
 def _needs_spark(cfg: AppConfig, names: list[str] | None, ledger: Ledger) -> bool:
     """True when some table has a batch to finish or rows to read (checked without Spark)."""
     for t in cfg.select(names):
@@ -217,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(cfg, names)
         if args.command == "status":
             return cmd_status(cfg, names, args.json)
+        if args.command == "recover-ledger":
+            return cmd_recover_ledger(cfg, names)
         trigger = Trigger.parse(args.trigger)
         wait = None
         if args.wait_for_lock is not None:

@@ -238,6 +238,33 @@ class Ledger:
         self._with_retry(run)
 
 
+    def rebuild(self, pipeline: str, table: str, history: list[tuple[int, Offset, int, int]]) -> None:
+        """Replace this table's ledger rows by ``history`` (batch id, end offset, snapshot id,
+        rows; oldest first) read from Iceberg, in one transaction (recover-ledger)."""
+        def run(conn: Any) -> None:
+            with self._cursor(conn) as cur:
+                cur.execute(f"DELETE FROM {self.schema}.batches WHERE pipeline = %s AND table_name = %s",
+                            (pipeline, table))
+                cur.execute(f"DELETE FROM {self.schema}.watermarks WHERE pipeline = %s AND table_name = %s",
+                            (pipeline, table))
+                lo: Offset | None = None
+                for batch_id, end, snapshot_id, rows in history:
+                    rng = Range(lo, end)
+                    cur.execute(
+                        f"INSERT INTO {self.schema}.batches (pipeline, table_name, batch_id, status, "
+                        f"range_json, parts_json, planned_rows, committed_at, snapshot_id, rows) VALUES "
+                        f"(%s, %s, %s, 'committed', %s, %s, %s, now(), %s, %s)",
+                        (pipeline, table, batch_id, json.dumps(range_to_json(rng)),
+                         json.dumps([range_to_json(rng)]), rows, snapshot_id, rows))
+                    lo = end
+                if history:
+                    cur.execute(
+                        f"INSERT INTO {self.schema}.watermarks (pipeline, table_name, batch_id, end_offset) "
+                        f"VALUES (%s, %s, %s, %s)",
+                        (pipeline, table, history[-1][0], json.dumps(history[-1][1].to_json())))
+        self._with_retry(run)
+
+
 def _batch(row: dict[str, Any]) -> Batch:
     return Batch(row["pipeline"], row["table_name"], row["batch_id"], row["status"],
                  range_from_json(row["range_json"]),

@@ -122,6 +122,23 @@ class IcebergSink:
             snap = t.snapshot(parent) if parent is not None else None
         return None
 
+    def batch_history(self, pipeline: str, table: str) -> list[tuple[int, dict[str, Any], int, int]]:
+        """(batch id, end cursor, snapshot id, added rows) of every batch of this pipeline/table in
+        the current ancestry, oldest first: the evidence recover-ledger rebuilds from."""
+        if not self.exists():
+            return []
+        t = self._jtable()
+        snap = t.currentSnapshot()
+        out = []
+        while snap is not None:
+            s = snap.summary()
+            if s.get(P_PIPELINE) == pipeline and s.get(P_TABLE) == table:
+                out.append((int(s.get(P_BATCH)), json.loads(s.get(P_END)), snap.snapshotId(),
+                            int(s.get("added-records") or 0)))
+            parent = snap.parentId()
+            snap = t.snapshot(parent) if parent is not None else None
+        return out[::-1]
+
     def latest_batch(self, pipeline: str, table: str) -> tuple[int, dict[str, Any]] | None:
         """(batch id, end cursor) of the newest snapshot of this pipeline/table in the ancestry."""
         if not self.exists():

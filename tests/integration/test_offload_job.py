@@ -304,3 +304,32 @@ def test_table_layout_from_yaml_and_schema_changes(job, spark, capsys):
                     (job.pipeline,))
         assert cur.fetchone()[0] == 0
     conn.close()
+
+
+def test_lost_ledger_is_refused_then_rebuilt_from_iceberg(job, spark, capsys):
+    trades = job.trades()
+    trades.bulk(9000)
+    cfg = job.write_config([job.table_entry("lost", trades.table, batch={"max_rows": 3000})])
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert len(progress) == 3
+    conn = psycopg2.connect(job.postgres.dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM coldtier.batches WHERE pipeline = %s", (job.pipeline,))
+        cur.execute("DELETE FROM coldtier.watermarks WHERE pipeline = %s", (job.pipeline,))
+    trades.bulk(2000, end_ms_ago=1000)
+    code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == cli.EXIT_LEDGER and "recover-ledger" in err  # never silently re-copies
+    assert cli.main(["recover-ledger", "--config", str(cfg)]) == 0
+    rebuilt = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert rebuilt["batches"] == 3 and rebuilt["watermark_batch"] == 3
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert [p["batch_id"] for p in progress] == [4] and progress[0]["rows"] == 2000
+    assert_source_equals_sink(job, spark, trades.table, job.target("lost"))
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM coldtier.batches WHERE pipeline = %s AND status = 'committed'",
+                    (job.pipeline,))
+        assert cur.fetchone()[0] == 4
+    conn.close()

@@ -156,23 +156,22 @@ class Ledger:
         self._with_retry(run)
 
     # -- reads -------------------------------------------------------------------------------
-    def last_batch(self, pipeline: str, table: str) -> Batch | None:
+    def _newest(self, pipeline: str, table: str, committed_only: bool) -> Batch | None:
+        status = "AND status = 'committed' " if committed_only else ""
+
         def run(conn: Any) -> Batch | None:
             with self._cursor(conn) as cur:
                 cur.execute(f"SELECT * FROM {self.schema}.batches WHERE pipeline = %s AND table_name = %s "
-                            f"ORDER BY batch_id DESC LIMIT 1", (pipeline, table))
+                            f"{status}ORDER BY batch_id DESC LIMIT 1", (pipeline, table))
                 row = cur.fetchone()
             return _batch(row) if row else None
         return self._with_retry(run)
 
+    def last_batch(self, pipeline: str, table: str) -> Batch | None:
+        return self._newest(pipeline, table, committed_only=False)
+
     def last_committed(self, pipeline: str, table: str) -> Batch | None:
-        def run(conn: Any) -> Batch | None:
-            with self._cursor(conn) as cur:
-                cur.execute(f"SELECT * FROM {self.schema}.batches WHERE pipeline = %s AND table_name = %s "
-                            f"AND status = 'committed' ORDER BY batch_id DESC LIMIT 1", (pipeline, table))
-                row = cur.fetchone()
-            return _batch(row) if row else None
-        return self._with_retry(run)
+        return self._newest(pipeline, table, committed_only=True)
 
     def watermark(self, pipeline: str, table: str) -> tuple[bool, int | None, Offset | None]:
         """(row exists, batch id, end offset) of the committed watermark."""

@@ -104,53 +104,39 @@ class IcebergSink:
             self.spark.sql(f"ALTER TABLE {self.ident} ADD COLUMNS ({cols})")
         return [f.name for f in added]
 
-    def find_batch(self, pipeline: str, table: str, batch_id: int) -> SnapshotInfo | None:
-        """The snapshot in the current ancestry that committed this batch, if any."""
+    def _ours(self, pipeline: str, table: str) -> Any:
+        """Snapshots of this pipeline/table in the current ancestry, newest first:
+        (batch id, end cursor, snapshot id, added rows)."""
         if not self.exists():
-            return None
+            return
         t = self._jtable()
         snap = t.currentSnapshot()
         while snap is not None:
             s = snap.summary()
             if s.get(P_PIPELINE) == pipeline and s.get(P_TABLE) == table:
-                found = int(s.get(P_BATCH))
-                if found == batch_id:
-                    return SnapshotInfo(snap.snapshotId(), found, int(s.get("added-records") or 0))
-                if found < batch_id:
-                    return None
+                yield (int(s.get(P_BATCH)), json.loads(s.get(P_END)), snap.snapshotId(),
+                       int(s.get("added-records") or 0))
             parent = snap.parentId()
             snap = t.snapshot(parent) if parent is not None else None
+
+    def find_batch(self, pipeline: str, table: str, batch_id: int) -> SnapshotInfo | None:
+        """The snapshot in the current ancestry that committed this batch, if any."""
+        for found, _, snapshot_id, rows in self._ours(pipeline, table):
+            if found == batch_id:
+                return SnapshotInfo(snapshot_id, found, rows)
+            if found < batch_id:
+                return None  # batch ids only grow along the ancestry
         return None
 
     def batch_history(self, pipeline: str, table: str) -> list[tuple[int, dict[str, Any], int, int]]:
-        """(batch id, end cursor, snapshot id, added rows) of every batch of this pipeline/table in
-        the current ancestry, oldest first: the evidence recover-ledger rebuilds from."""
-        if not self.exists():
-            return []
-        t = self._jtable()
-        snap = t.currentSnapshot()
-        out = []
-        while snap is not None:
-            s = snap.summary()
-            if s.get(P_PIPELINE) == pipeline and s.get(P_TABLE) == table:
-                out.append((int(s.get(P_BATCH)), json.loads(s.get(P_END)), snap.snapshotId(),
-                            int(s.get("added-records") or 0)))
-            parent = snap.parentId()
-            snap = t.snapshot(parent) if parent is not None else None
-        return out[::-1]
+        """Every batch of this pipeline/table in the current ancestry, oldest first: the
+        evidence recover-ledger rebuilds from."""
+        return list(self._ours(pipeline, table))[::-1]
 
     def latest_batch(self, pipeline: str, table: str) -> tuple[int, dict[str, Any]] | None:
         """(batch id, end cursor) of the newest snapshot of this pipeline/table in the ancestry."""
-        if not self.exists():
-            return None
-        t = self._jtable()
-        snap = t.currentSnapshot()
-        while snap is not None:
-            s = snap.summary()
-            if s.get(P_PIPELINE) == pipeline and s.get(P_TABLE) == table:
-                return int(s.get(P_BATCH)), json.loads(s.get(P_END))
-            parent = snap.parentId()
-            snap = t.snapshot(parent) if parent is not None else None
+        for batch_id, end, _, _ in self._ours(pipeline, table):
+            return batch_id, end
         return None
 
     def append(self, df: Any, batch: Batch) -> SnapshotInfo:

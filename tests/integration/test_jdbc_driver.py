@@ -120,12 +120,18 @@ def test_dbtable_and_partitioned_reads(spark, chembed, ch):
     assert_df_equality(parts, whole, ignore_row_order=True)
 
 
-def test_plain_jdbc_connect_metadata_select_insert(spark, chembed, ch, conformance):
+def jdbc_connect(spark, chembed, password=None):
+    """A plain JDBC connection through the real driver, inside Spark's JVM."""
     jvm = spark.sparkContext._jvm
     props = jvm.java.util.Properties()
     props.setProperty("user", "default")
-    props.setProperty("password", chembed.jdbc_options()["password"])
-    conn = jvm.com.clickhouse.jdbc.ClickHouseDriver().connect(chembed.jdbc_url, props)
+    props.setProperty("password", password or chembed.jdbc_options()["password"])
+    return jvm.com.clickhouse.jdbc.ClickHouseDriver().connect(chembed.jdbc_url, props)
+
+
+def test_plain_jdbc_connect_metadata_select_insert(spark, chembed, ch, conformance):
+    jvm = spark.sparkContext._jvm
+    conn = jdbc_connect(spark, chembed)
     try:
         meta = conn.getMetaData()
         assert "ClickHouse" in meta.getDatabaseProductName()
@@ -161,17 +167,11 @@ def test_plain_jdbc_connect_metadata_select_insert(spark, chembed, ch, conforman
 
 
 def test_server_error_reaches_the_driver_with_its_code(spark, chembed):
-    jvm = spark.sparkContext._jvm
-    props = jvm.java.util.Properties()
-    props.setProperty("user", "default")
-    props.setProperty("password", chembed.jdbc_options()["password"])
-    conn = jvm.com.clickhouse.jdbc.ClickHouseDriver().connect(chembed.jdbc_url, props)
+    conn = jdbc_connect(spark, chembed)
     try:
         with pytest.raises(Exception, match="Code: 60"):
             conn.createStatement().executeQuery("SELECT * FROM default.missing_table_x")
     finally:
         conn.close()
-    props.setProperty("password", "wrong")
     with pytest.raises(Exception, match="516"):
-        jvm.com.clickhouse.jdbc.ClickHouseDriver().connect(chembed.jdbc_url, props) \
-            .createStatement().executeQuery("SELECT 1")
+        jdbc_connect(spark, chembed, password="wrong").createStatement().executeQuery("SELECT 1")

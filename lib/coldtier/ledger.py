@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -136,10 +136,8 @@ class Ledger:
 
     def close(self) -> None:
         if self._conn is not None:
-            try:
+            with suppress(psycopg2.Error):  # discarding the connection: its state does not matter
                 self._conn.close()
-            except psycopg2.Error:
-                pass
             self._conn = None
 
     @contextmanager

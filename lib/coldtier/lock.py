@@ -6,6 +6,7 @@ The lock lives as long as its session: a killed process releases it with its con
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,11 +42,8 @@ class AdvisoryLock:
 
     def release(self) -> None:
         if self._conn is not None:
-            try:
-                with self._conn.cursor() as cur:
-                    cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (self.key,))
-            except psycopg2.Error:
-                pass
-            finally:
-                self._conn.close()
-                self._conn = None
+            # Unlock explicitly; if the session is already gone, so is the lock.
+            with suppress(psycopg2.Error), self._conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (self.key,))
+            self._conn.close()
+            self._conn = None

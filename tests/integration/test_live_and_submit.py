@@ -46,6 +46,17 @@ class Submitted:
         return self.out_path.read_text(), self.err_path.read_text()
 
 
+def driver_pid(root_pid):
+    """The Python driver among spark-submit's descendants (short-lived helpers may be zombies)."""
+    for p in psutil.Process(root_pid).children(recursive=True):
+        try:
+            if "python" in p.name() and "jobs/offload.py" in " ".join(p.cmdline()):
+                return p
+        except psutil.Error:
+            continue
+    raise AssertionError("no Python driver process under spark-submit")
+
+
 def submit(job, cfg, *args):
     return Submitted(job, cfg, *args)
 
@@ -80,9 +91,7 @@ def test_live_feed_processing_time_then_drain(job, spark):
         time.sleep(3)
         # SIGTERM goes to the Python driver (the JVM's child under spark-submit): it finishes
         # the batch in flight and exits 0. (A SIGTERM to the JVM stops Spark under it.)
-        driver = next(p for p in psutil.Process(runner.pid).children(recursive=True)
-                      if "jobs/offload.py" in " ".join(p.cmdline()) and "python" in p.name())
-        driver.send_signal(signal.SIGTERM)
+        driver_pid(runner.pid).send_signal(signal.SIGTERM)
         out, err = runner.communicate(timeout=120)
     finally:
         feed.kill()

@@ -35,6 +35,7 @@ from coldtier.loop import (
     TableRunner,
     Trigger,
     emit_json,
+    ledger_watermark,
     resolve_cursor,
     run_tables,
     source_client,
@@ -178,12 +179,13 @@ def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
 def _needs_spark(cfg: AppConfig, names: list[str] | None, ledger: Ledger) -> bool:
     """True when some table has a batch to finish or rows to read (checked without Spark)."""
     for t in cfg.select(names):
+        _, wm = ledger_watermark(ledger, cfg.pipeline, t.name)
         last = ledger.last_batch(cfg.pipeline, t.name)
         if last is not None and last.status == "planned":
             return True
         client = source_client(cfg, t)
         spec, _ = resolve_cursor(client, t)
-        if Planner(client, t, spec).plan(last.rng.hi if last else None).rng is not None:
+        if Planner(client, t, spec).plan(wm).rng is not None:
             return True
     return False
 

@@ -124,6 +124,8 @@ class Ledger:
             except psycopg2.OperationalError as exc:
                 last = exc
                 self.close()
+                if "authentication failed" in str(exc):
+                    break  # a wrong password does not heal with retries
                 if attempt < self.retries:
                     time.sleep(delay)
                     delay = min(delay * 2, 8.0)
@@ -131,8 +133,7 @@ class Ledger:
                 if self._conn is not None and not self._conn.closed:
                     self._conn.rollback()
                 raise
-        raise LedgerError(f"PostgreSQL ledger unreachable after {self.retries + 1} attempts: "
-                          f"{_first_line(last)}") from None
+        raise LedgerError(f"PostgreSQL ledger ({_where(self.dsn)}) failed: {_first_line(last)}") from None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -267,6 +268,12 @@ def _batch(row: dict[str, Any]) -> Batch:
                  range_from_json(row["range_json"]),
                  tuple(range_from_json(p) for p in row["parts_json"]), row["planned_rows"],
                  row["snapshot_id"], row["rows"], row["attempts"])
+
+
+def _where(dsn: str) -> str:
+    """host:port/dbname of a DSN, for messages (never the password)."""
+    parts = dict(p.split("=", 1) for p in dsn.split() if "=" in p)
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', '5432')}/{parts.get('dbname', '')}"
 
 
 def _first_line(exc: BaseException | None) -> str:

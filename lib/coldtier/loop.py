@@ -14,7 +14,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,15 +34,20 @@ from coldtier.planning import (
 from coldtier.sink_iceberg import IcebergSink
 from coldtier.source import JdbcSource, SourceSchemaError, describe
 
-PHASES = ("after-plan", "during-read", "before-sink-commit", "after-sink-commit", "after-ledger-commit")
+PHASES = ("after-plan", "during-read", "during-write", "after-sink-commit", "after-ledger-commit")
 
 
 class FaultHook:
-    """Makes the phases observable for fault-injection tests.
+    """Makes the phases of a batch observable, for fault-injection tests.
 
     ``COLDTIER_FAULT=phase[:batch_id]`` kills this process (SIGKILL) when it reaches that
     phase; ``COLDTIER_PHASE_FILE=path`` appends ``table batch_id phase`` lines as phases
-    are reached. Unset in production: then this does nothing.
+    are reached. Unset in production: then this does nothing and watches nothing.
+
+    ``during-read`` and ``during-write`` are reached when the Spark job that streams the
+    batch from ClickHouse into Iceberg data files has running tasks: rows are being read
+    and files written, nothing is committed. (Reading and writing are one Spark job, so the
+    two name the same instant.)
     """
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
@@ -51,6 +57,10 @@ class FaultHook:
         self.batch_id = int(bid) if bid else None
         self.phase_file = env.get("COLDTIER_PHASE_FILE")
 
+    @property
+    def active(self) -> bool:
+        return bool(self.phase or self.phase_file)
+
     def __call__(self, table: str, batch_id: int, phase: str) -> None:
         if self.phase_file:
             with open(self.phase_file, "a") as fh:
@@ -58,6 +68,40 @@ class FaultHook:
         if phase == self.phase and (self.batch_id is None or self.batch_id == batch_id):
             sys.stdout.flush()
             os.kill(os.getpid(), signal.SIGKILL)
+
+    @contextmanager
+    def watch_write(self, spark: Any, table: str, batch_id: int) -> Iterator[None]:
+        """Reports during-read/during-write once the batch's Spark job has running tasks."""
+        if not self.active:
+            yield
+            return
+        done = threading.Event()
+        tracker = spark.sparkContext.statusTracker()
+
+        def running() -> bool:
+            for job_id in tracker.getActiveJobsIds():
+                info = tracker.getJobInfo(job_id)
+                for stage_id in info.stageIds if info else ():
+                    stage = tracker.getStageInfo(stage_id)
+                    if stage is not None and stage.numActiveTasks > 0:
+                        return True
+            return False
+
+        def watch() -> None:
+            while not done.is_set():
+                if running():
+                    self(table, batch_id, "during-read")
+                    self(table, batch_id, "during-write")
+                    return
+                done.wait(0.01)
+
+        watcher = threading.Thread(target=watch, name="coldtier-phase-watch", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join(2)
 
 
 @dataclass
@@ -84,6 +128,22 @@ class BatchResult:
     batch_id: int
     rows: int
     progress: dict[str, Any]
+
+
+def ledger_watermark(ledger: Ledger, pipeline: str, table: str) -> tuple[int, Offset | None]:
+    """(last committed batch id, end offset) when the watermark row agrees with the commit log;
+    0 and None for a table never run. Checked without Spark, before every plan."""
+    last = ledger.last_committed(pipeline, table)
+    exists, wm_batch, wm_offset = ledger.watermark(pipeline, table)
+    if last is None and not exists:
+        return 0, None
+    if last is None or not exists or wm_batch != last.batch_id or wm_offset != last.rng.hi:
+        state = "missing" if not exists else f"batch {wm_batch}, offset {wm_offset}"
+        raise LedgerInconsistent(
+            f"{pipeline}/{table}: the watermark row ({state}) does not match the last committed batch "
+            f"({last.batch_id if last else 'none'}, offset {last.rng.hi if last else None}); "
+            f"coldtier will not guess which is right. Run recover-ledger.")
+    return last.batch_id, last.rng.hi
 
 
 def source_client(cfg: AppConfig, t: TableConfig) -> ClickHouseHTTP:
@@ -144,7 +204,7 @@ class TableRunner:
     table: TableConfig
     spark: Any
     ledger: Ledger
-    hook: Callable[[str, int, str], None]
+    hook: FaultHook
     emit: Callable[[dict[str, Any]], None]
 
     def __post_init__(self) -> None:
@@ -158,26 +218,45 @@ class TableRunner:
     # -- consistency -------------------------------------------------------------------
     def committed_watermark(self) -> tuple[int, Offset | None]:
         """(last committed batch id, its end offset), checked against the watermark row."""
-        last = self.ledger.last_committed(self.pipeline, self.table.name)
-        exists, wm_batch, wm_offset = self.ledger.watermark(self.pipeline, self.table.name)
-        if last is None and not exists:
+        last_id, wm = ledger_watermark(self.ledger, self.pipeline, self.table.name)
+        if last_id == 0:
             sunk = self.sink.latest_batch(self.pipeline, self.table.name)
             if sunk is not None:
                 raise LedgerInconsistent(
                     f"{self.pipeline}/{self.table.name}: the ledger has no batches but Iceberg table "
-                    f"{self.sink.ident} holds batch {sunk[0]} of this pipeline; run recover-ledger.")
-            return 0, None
-        if last is None or not exists or wm_batch != last.batch_id or wm_offset != last.rng.hi:
+                    f"{self.sink.ident} holds batch {sunk[0]} of this pipeline; running would copy rows "
+                    f"again. Run recover-ledger.")
+        return last_id, wm
+
+    def verify(self) -> None:
+        """The ledger against Iceberg's snapshot summaries: never skip, never copy twice."""
+        last_id, wm = self.committed_watermark()
+        sunk = self.sink.latest_batch(self.pipeline, self.table.name)
+        sunk_id = sunk[0] if sunk else 0
+        where = f"{self.pipeline}/{self.table.name}"
+        if sunk_id > last_id:
+            pending = self.ledger.last_batch(self.pipeline, self.table.name)
+            if pending is not None and pending.status == "planned" and pending.batch_id == sunk_id \
+                    and sunk_id == last_id + 1:
+                return  # a crash between the Iceberg and the ledger commit: recover() completes it
             raise LedgerInconsistent(
-                f"{self.pipeline}/{self.table.name}: watermark row (batch {wm_batch}, offset "
-                f"{wm_offset}) does not match the last committed batch "
-                f"({last.batch_id if last else None}, {last.rng.hi if last else None}); "
-                f"run recover-ledger.")
-        return last.batch_id, last.rng.hi
+                f"{where}: the ledger is behind Iceberg: its last committed batch is {last_id} but "
+                f"{self.sink.ident} holds batch {sunk_id}; running would copy rows again. "
+                f"Run recover-ledger.")
+        if sunk_id < last_id:
+            raise LedgerInconsistent(
+                f"{where}: the ledger is ahead of Iceberg: it records batch {last_id} as committed but the "
+                f"newest batch in {self.sink.ident} is {sunk_id or 'none'}; running would skip rows. "
+                f"Run recover-ledger (or restore the table's snapshots).")
+        if sunk is not None and Offset.from_json(sunk[1]) != wm:
+            raise LedgerInconsistent(
+                f"{where}: the watermark {wm} differs from the end cursor {sunk[1]} that Iceberg "
+                f"recorded for batch {sunk_id}. Run recover-ledger.")
 
     # -- one batch ---------------------------------------------------------------------
     def recover(self) -> BatchResult | None:
         """Finish a batch that was planned but not committed (a crash or failure)."""
+        self.verify()
         last = self.ledger.last_batch(self.pipeline, self.table.name)
         if last is None or last.status == "committed":
             return None
@@ -220,10 +299,9 @@ class TableRunner:
               now_ms: int | None = None, recovered: str | None = None) -> BatchResult:
         """read_s covers the JDBC schema query and setup; the rows themselves stream from
         ClickHouse into the Iceberg writer inside one Spark job, timed as write_s."""
-        self.hook(self.table.name, batch.batch_id, "during-read")
         t2 = time.perf_counter()
-        self.hook(self.table.name, batch.batch_id, "before-sink-commit")
-        info = self.sink.append(df, batch)  # reads from ClickHouse and writes, in one Spark job
+        with self.hook.watch_write(self.spark, self.table.name, batch.batch_id):
+            info = self.sink.append(df, batch)  # reads from ClickHouse and writes, in one Spark job
         write_s = time.perf_counter() - t2
         self.hook(self.table.name, batch.batch_id, "after-sink-commit")
         t3 = time.perf_counter()

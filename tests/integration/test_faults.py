@@ -1,0 +1,278 @@
+"""Failure recovery proven by fault injection: real processes killed for real (SIGKILL by
+pid of processes the test started), then source == sink, with no duplicates."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg2
+import pytest
+
+from coldtier import cli
+from helpers import CH_PASSWORD, ROOT, ChembedProcess, free_port, wait_until
+from jobkit import JobEnv, ch_fingerprint, progress_lines, spark_fingerprint
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture()
+def job(chembed, postgres, warehouse, tmp_path, spark, monkeypatch):
+    env = JobEnv(chembed, postgres, warehouse, tmp_path)
+    for k, v in env.env().items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
+def run_inprocess(capsys, config, *args):
+    code = cli.main(["run", "--config", str(config), *args])
+    out = capsys.readouterr()
+    return code, progress_lines(out.out), out.err
+
+
+def sql(job, query, args=()):
+    conn = psycopg2.connect(job.postgres.dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(query, args)
+        rows = cur.fetchall() if cur.description else None
+    conn.close()
+    return rows
+
+
+def ledger_rows(job):
+    return sql(job, "SELECT batch_id, status FROM coldtier.batches WHERE pipeline = %s ORDER BY 1",
+               (job.pipeline,))
+
+
+def snapshots(spark, target):
+    return spark.sql(f"SELECT count(*) FROM {target}.snapshots").collect()[0][0]
+
+
+def assert_source_equals_sink(job, spark, source_table, target):
+    want = ch_fingerprint(job.client, f"{job.database}.{source_table}")
+    got = spark_fingerprint(spark.table(target))
+    assert got == want
+    assert got["keys"] == got["n"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", ["after-plan", "during-read", "during-write", "after-sink-commit",
+                                   "after-ledger-commit"])
+def test_driver_killed_at_each_phase(job, spark, capsys, phase):
+    trades = job.trades()
+    trades.bulk(60_000)
+    cfg = job.write_config([job.table_entry("k", trades.table, batch={"max_rows": 20_000})])
+    phases = job.tmp / "phases.log"
+    crashed = job.run_process(cfg, "run", "--trigger", "available-now",
+                              extra_env={"COLDTIER_FAULT": f"{phase}:2", "COLDTIER_PHASE_FILE": str(phases)})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    reached = phases.read_text().splitlines()
+    assert reached[-1] == f"k 2 {phase}"  # killed exactly there, observed, not guessed
+    expected_ledger = {"after-ledger-commit": [(1, "committed"), (2, "committed")]}.get(
+        phase, [(1, "committed"), (2, "planned")])
+    assert ledger_rows(job) == expected_ledger
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    # batch 2 (replayed, or only its ledger completed) and batch 3; just batch 3 if 2 was whole
+    assert sum(p["rows"] for p in progress) == (20_000 if phase == "after-ledger-commit" else 40_000)
+    assert ledger_rows(job) == [(1, "committed"), (2, "committed"), (3, "committed")]
+    assert snapshots(spark, job.target("k")) == 3  # one Iceberg commit per batch id, never two
+    assert_source_equals_sink(job, spark, trades.table, job.target("k"))
+
+
+@pytest.fixture()
+def three_batches(job, spark, capsys):
+    trades = job.trades()
+    trades.bulk(9000)
+    cfg = job.write_config([job.table_entry("w", trades.table, batch={"max_rows": 3000})])
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert len(progress) == 3
+    return trades, cfg
+
+
+@pytest.mark.parametrize("corruption", ["deleted", "null", "ahead", "behind"])
+def test_corrupt_watermark_is_refused_then_recovered(job, spark, capsys, three_batches, corruption):
+    trades, cfg = three_batches
+    where = "WHERE pipeline = %s AND table_name = 'w'"
+    if corruption == "deleted":
+        sql(job, f"DELETE FROM coldtier.watermarks {where}", (job.pipeline,))
+    elif corruption == "null":
+        sql(job, f"UPDATE coldtier.watermarks SET end_offset = NULL {where}", (job.pipeline,))
+    elif corruption == "ahead":
+        sql(job, f"UPDATE coldtier.watermarks SET batch_id = 7, end_offset = "
+                 f"jsonb_build_object('ts', 4102444800000, 'inc', 99999999) {where}", (job.pipeline,))
+    else:
+        sql(job, f"UPDATE coldtier.watermarks SET (batch_id, end_offset) = (SELECT batch_id, "
+                 f"range_json->'hi' FROM coldtier.batches {where} AND batch_id = 1) {where}",
+            (job.pipeline, job.pipeline))
+    trades.bulk(1000, end_ms_ago=1000)
+    code = cli.main(["run", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_LEDGER
+    assert "watermark row" in err and "recover-ledger" in err
+    assert snapshots(spark, job.target("w")) == 3  # refused before anything moved
+    assert cli.main(["recover-ledger", "--config", str(cfg)]) == 0
+    capsys.readouterr()
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert [p["batch_id"] for p in progress] == [4] and progress[0]["rows"] == 1000
+    assert_source_equals_sink(job, spark, trades.table, job.target("w"))
+
+
+@pytest.mark.parametrize("direction", ["behind", "ahead"])
+def test_ledger_disagreeing_with_iceberg_is_refused(job, spark, capsys, three_batches, direction):
+    """The ledger consistent with itself but not with Iceberg's snapshot summaries."""
+    trades, cfg = three_batches
+    pid = (job.pipeline,)
+    if direction == "behind":  # the ledger lost batch 3, Iceberg has it: running would copy it twice
+        sql(job, "DELETE FROM coldtier.batches WHERE pipeline = %s AND batch_id = 3", pid)
+        sql(job, "UPDATE coldtier.watermarks SET (batch_id, end_offset) = (SELECT batch_id, range_json->'hi' "
+                 "FROM coldtier.batches WHERE pipeline = %s AND batch_id = 2) WHERE pipeline = %s", pid + pid)
+    else:  # Iceberg lost its newest snapshot (rolled back): running would skip batch 3's rows
+        first = spark.sql(f"SELECT snapshot_id FROM {job.target('w')}.snapshots ORDER BY committed_at").collect()
+        spark.sql(f"CALL {job.catalog}.system.rollback_to_snapshot('{job.pipeline}.w', {first[1].snapshot_id})")
+    trades.bulk(1000, end_ms_ago=1000)
+    code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == cli.EXIT_LEDGER
+    assert f"the ledger is {direction} {'of ' if direction == 'ahead' else ''}Iceberg" in err
+    assert cli.main(["recover-ledger", "--config", str(cfg)]) == 0
+    capsys.readouterr()
+    code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert_source_equals_sink(job, spark, trades.table, job.target("w"))
+
+
+@pytest.mark.slow
+def test_clickhouse_dies_mid_read(job, spark, tmp_path, capsys):
+    own = ChembedProcess(tmp_path / "own-ch").start()
+    try:
+        job.chembed = own
+        job.__post_init__()
+        trades = job.trades()
+        trades.bulk(1_500_000)
+        cfg = job.write_config([job.table_entry("m", trades.table, batch={"max_rows": 1_500_000})])
+        phases = tmp_path / "phases.log"
+        env = {**job.env(), "COLDTIER_PHASE_FILE": str(phases)}
+        proc = subprocess.Popen([sys.executable, "-m", "coldtier", "run", "--config", str(cfg)], cwd=ROOT,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: phases.exists() and "during-read" in phases.read_text(), 180, "the JDBC read")
+        own.stop(signal.SIGKILL)  # the server dies while Spark streams rows out of it
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == cli.EXIT_RUNTIME, err[-3000:]
+        assert "coldtier: runtime failure" in err
+        assert time.monotonic() - started < 120
+        assert ledger_rows(job) == [(1, "planned")]
+        assert spark.sql(f"SELECT count(*) FROM {job.target('m')}.snapshots").collect()[0][0] == 0
+        own = ChembedProcess(tmp_path / "own-ch", port=own.port).start()
+        job.chembed = own
+        code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+        assert code == 0, err
+        assert progress[0]["batch_id"] == 1 and progress[0]["recovered"] == "replayed"
+        assert progress[0]["rows"] == 1_500_000
+        assert_source_equals_sink(job, spark, trades.table, job.target("m"))
+    finally:
+        own.stop()
+
+
+def test_bad_input_fails_cleanly_without_partial_state(job, spark, capsys, tmp_path):
+    trades = job.trades()
+    trades.bulk(100)
+    ok = [job.table_entry("b", trades.table)]
+
+    def attempt(cfg_path, expected_code, *needles):
+        code = cli.main(["run", "--config", str(cfg_path)])
+        err = capsys.readouterr().err
+        assert code == expected_code, err
+        lines = [line for line in err.splitlines() if line.startswith("coldtier:")]
+        assert len(lines) == 1, err  # one paragraph
+        for n in needles:
+            assert n in lines[0], lines[0]
+        assert CH_PASSWORD not in err and job.postgres.password not in err
+        return lines[0]
+
+    # wrong ClickHouse password: error 516 named, endpoint named, no secret
+    import os
+
+    os.environ["TEST_CH_PASSWORD"] = "wrong-password"
+    attempt(job.write_config(ok), cli.EXIT_RUNTIME, "516", job.chembed.http_url)
+    os.environ["TEST_CH_PASSWORD"] = CH_PASSWORD
+    # wrong PostgreSQL password: named, not retried for a minute
+    os.environ["TEST_PG_PASSWORD"] = "wrong-pg"
+    started = time.monotonic()
+    attempt(job.write_config(ok), cli.EXIT_RUNTIME, "PostgreSQL ledger", "authentication failed")
+    assert time.monotonic() - started < 10
+    os.environ["TEST_PG_PASSWORD"] = job.postgres.password
+    # unreachable ClickHouse (nothing listens there): bounded, no hang
+    closed = job.write_config(ok)
+    closed.write_text(closed.read_text().replace(f":{job.chembed.port}/", f":{free_port()}/"))
+    started = time.monotonic()
+    attempt(closed, cli.EXIT_RUNTIME, "did not answer")
+    assert time.monotonic() - started < 30
+    # missing source table; cursor column missing; cursor column of a non-sortable type
+    attempt(job.write_config([job.table_entry("b", "no_such_table")]), cli.EXIT_SCHEMA, "does not exist")
+    attempt(job.write_config([job.table_entry("b", trades.table, cursor={"incrementing_column": "nope"})]),
+            cli.EXIT_SCHEMA, "'nope' does not exist")
+    attempt(job.write_config([job.table_entry("b", trades.table, cursor={"timestamp_column": "symbol"})]),
+            cli.EXIT_SCHEMA, "symbol", "DateTime")
+    # target table whose schema conflicts with the source
+    spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {job.catalog}.{job.pipeline}")
+    spark.sql(f"CREATE TABLE {job.target('b')} (exchange int, price string) USING iceberg")
+    attempt(job.write_config(ok), cli.EXIT_SCHEMA, "differ from target")
+    # malformed YAML / unknown key / missing variable: exit 2 before anything else
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pipeline: [\n")
+    attempt(bad, cli.EXIT_CONFIG, "bad.yaml:", "malformed YAML")
+    text = job.write_config(ok).read_text()
+    bad.write_text(text.replace("  ch:\n", "  ch:\n    colour: red\n", 1))
+    attempt(bad, cli.EXIT_CONFIG, "sources.ch.colour: unknown key")
+    bad.write_text(text.replace("${TEST_CH_PASSWORD}", "${NOT_SET_ANYWHERE_X}"))
+    attempt(bad, cli.EXIT_CONFIG, "NOT_SET_ANYWHERE_X")
+    # none of it left a ledger row or an Iceberg snapshot
+    assert ledger_rows(job) in ([], None)
+    assert spark.sql(f"SELECT count(*) FROM {job.target('b')}.snapshots").collect()[0][0] == 0
+
+
+def test_passwords_never_appear_in_a_full_runs_output(job, spark):
+    trades = job.trades()
+    trades.bulk(5000)
+    cfg = job.write_config([job.table_entry("s", trades.table, batch={"max_rows": 2000})])
+    run = subprocess.run([str(ROOT / "scripts" / "spark-submit.sh"), "jobs/offload.py", "run", "--config",
+                          str(cfg)], cwd=ROOT, env={**job.env(), "COLDTIER_SPARK_LOG_LEVEL": "INFO"},
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert len(progress_lines(run.stdout)) >= 3
+    everything = run.stdout + run.stderr + str(sql(job, "SELECT b.*, w.* FROM coldtier.batches b JOIN "
+                                                        "coldtier.watermarks w USING (pipeline, table_name) "
+                                                        "WHERE pipeline = %s", (job.pipeline,)))
+    assert len(everything) > 10_000  # Spark's INFO log was in there too
+    for secret in (CH_PASSWORD, job.postgres.password):
+        assert secret not in everything
+    printed = subprocess.run([str(ROOT / "scripts" / "spark-submit.sh"), "--print-only", "jobs/offload.py",
+                              "run", "--config", str(cfg)], cwd=ROOT, env=job.env(), capture_output=True,
+                             text=True, check=True).stdout
+    assert CH_PASSWORD not in printed and job.postgres.password not in printed
+
+
+def test_wait_for_lock_and_no_op_relaunch(job, spark, capsys):
+    from coldtier.lock import AdvisoryLock
+
+    trades = job.trades()
+    trades.bulk(500)
+    cfg = job.write_config([job.table_entry("q", trades.table)])
+    holder = AdvisoryLock(job.postgres.dsn, f"coldtier/{job.pipeline}/q")
+    holder.acquire()
+    started = time.monotonic()
+    assert cli.main(["run", "--config", str(cfg), "--wait-for-lock=1.5"]) == cli.EXIT_LOCK
+    assert 1.4 < time.monotonic() - started < 10
+    holder.release()
+    assert cli.main(["run", "--config", str(cfg), "--wait-for-lock=5"]) == 0
+    for _ in range(3):  # repeated runs with no new data: zero rows, no snapshot
+        assert cli.main(["run", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert out.count('"caught_up":true') == 3
+    assert snapshots(spark, job.target("q")) == 1

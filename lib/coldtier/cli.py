@@ -11,6 +11,7 @@ Exit codes (README documents them for supervisors):
   4 runtime failure (source, sink or ledger unreachable or failing): retry later
   5 ledger inconsistent with itself or with Iceberg: run recover-ledger (operator)
   6 schema problem (missing source table or cursor column, conflicting target): operator
+  7 reconcile found buckets where ClickHouse and Iceberg differ (after --repair: still differ)
   1 unexpected internal error
 """
 
@@ -45,6 +46,7 @@ from coldtier.sink_iceberg import SchemaConflict
 from coldtier.source import SourceSchemaError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_LOCK, EXIT_RUNTIME, EXIT_LEDGER, EXIT_SCHEMA = 0, 1, 2, 3, 4, 5, 6
+EXIT_MISMATCH = 7
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     rl = sub.add_parser("recover-ledger",
                         help="rebuild the ledger of the given tables from Iceberg snapshot summaries")
     common(rl)
+    rc = sub.add_parser("reconcile", help="compare ClickHouse and Iceberg per time bucket")
+    common(rc)
+    rc.add_argument("--since", required=True, help="UTC start: 2026-11-27T10:00:00, or 6h / 2d ago")
+    rc.add_argument("--until", help="UTC end (exclusive), same forms; default: no end")
+    rc.add_argument("--bucket", default="1h", help="bucket width: 15m, 1h, 1d (default 1h)")
+    rc.add_argument("--repair", action="store_true",
+                    help="re-copy each mismatched bucket in one Iceberg commit, recorded in the ledger")
     s = sub.add_parser("status", help="watermark, last batches, lag and backlog per table")
     common(s)
     s.add_argument("--json", action="store_true", help="one JSON object per table")
@@ -176,6 +185,81 @@ def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
         ledger.close()
 
 
+def _when(text: str | None, now: float) -> int | None:
+    import re
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"(\d+)\s*([smhd])", text.strip())
+    if m:
+        return int(now) - int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    try:
+        when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"bad time {text!r}: use 2026-11-27T10:00:00 (UTC) or 6h / 2d ago") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp())
+
+
+def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: str | None, bucket: str,
+                  repair: bool) -> int:
+    import time as _time
+
+    from coldtier.reconcile import compare, parse_bucket, repair_bucket, sink_buckets, source_buckets
+    from coldtier.sink_iceberg import IcebergSink
+    from coldtier.source import JdbcSource
+
+    bucket_s = parse_bucket(bucket)
+    since_s = _when(since, _time.time())
+    until_s = _when(until, _time.time())
+    assert since_s is not None
+    ledger = _ledger(cfg)
+    ledger.ensure_schema()
+    tables = cfg.select(names)
+    locks = [AdvisoryLock(cfg.ledger.dsn, f"coldtier/{cfg.pipeline}/{t.name}", cfg.ledger.connect_timeout_s)
+             for t in tables]
+    worst = EXIT_OK
+    try:
+        for lock in locks:
+            lock.acquire(None)
+        spark = spark_session(cfg)
+        for t in tables:
+            client = source_client(cfg, t)
+            spec, cols = resolve_cursor(client, t)
+            if spec.ts_col is None:
+                raise ValueError(f"table {t.name!r}: reconcile buckets by the timestamp column; "
+                                 f"this table's cursor has none")
+            sink = IcebergSink(spark, t.target)
+
+            def diff() -> list[Any]:
+                return compare(cols, source_buckets(client, t, spec, cols, since_s, until_s, bucket_s),  # noqa: B023
+                               sink_buckets(spark, sink.ident, spec, cols, since_s, until_s, bucket_s))  # noqa: B023
+
+            mismatches = diff()
+            for m in mismatches:
+                print(json.dumps({"table": t.name, "bucket": dt.datetime.fromtimestamp(
+                    m.bucket_start, dt.UTC).isoformat(), "source_rows": m.source_rows,
+                    "sink_rows": m.sink_rows, "differs": list(m.columns)}))
+            if mismatches and repair:
+                source = JdbcSource(cfg.sources[t.connection], t, spec, cols)
+                for m in mismatches:
+                    repair_bucket(spark, source, sink.ident, spec, m.bucket_start, bucket_s)
+                    snap = sink._jtable().currentSnapshot()
+                    ledger.record_repair(cfg.pipeline, t.name, m.bucket_start, bucket_s, m.source_rows,
+                                         m.sink_rows, snap.snapshotId() if snap is not None else None)
+                mismatches = diff()
+                print(json.dumps({"table": t.name, "repaired_buckets": len(mismatches) == 0}))
+            print(json.dumps({"table": t.name, "mismatched_buckets": len(mismatches)}))
+            if mismatches:
+                worst = EXIT_MISMATCH
+        return worst
+    finally:
+        for lock in locks:
+            lock.release()
+        ledger.close()
+
+
 def _needs_spark(cfg: AppConfig, names: list[str] | None, ledger: Ledger) -> bool:
     """True when some table has a batch to finish or rows to read (checked without Spark)."""
     for t in cfg.select(names):
@@ -249,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_status(cfg, names, args.json)
         if args.command == "recover-ledger":
             return cmd_recover_ledger(cfg, names)
+        if args.command == "reconcile":
+            return cmd_reconcile(cfg, names, args.since, args.until, args.bucket, args.repair)
         trigger = Trigger.parse(args.trigger)
         wait = None
         if args.wait_for_lock is not None:

@@ -49,6 +49,16 @@ CREATE TABLE IF NOT EXISTS {s}.batches (
     attempts      integer     NOT NULL DEFAULT 1,
     PRIMARY KEY (pipeline, table_name, batch_id)
 );
+CREATE TABLE IF NOT EXISTS {s}.repairs (
+    pipeline          text        NOT NULL,
+    table_name        text        NOT NULL,
+    bucket_start      timestamptz NOT NULL,
+    bucket_s          integer     NOT NULL,
+    source_rows       bigint      NOT NULL,
+    sink_rows_before  bigint      NOT NULL,
+    snapshot_id       bigint,
+    repaired_at       timestamptz NOT NULL DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS {s}.watermarks (
     pipeline    text        NOT NULL,
     table_name  text        NOT NULL,
@@ -235,6 +245,17 @@ class Ledger:
                     (batch.pipeline, batch.table, batch.batch_id, json.dumps(batch.rng.hi.to_json())))
         self._with_retry(run)
 
+
+    def record_repair(self, pipeline: str, table: str, bucket_start: int, bucket_s: int,
+                      source_rows: int, sink_rows_before: int, snapshot_id: int | None) -> None:
+        def run(conn: Any) -> None:
+            with self._cursor(conn) as cur:
+                cur.execute(f"INSERT INTO {self.schema}.repairs (pipeline, table_name, bucket_start, "
+                            f"bucket_s, source_rows, sink_rows_before, snapshot_id) VALUES "
+                            f"(%s, %s, to_timestamp(%s), %s, %s, %s, %s)",
+                            (pipeline, table, bucket_start, bucket_s, source_rows, sink_rows_before,
+                             snapshot_id))
+        self._with_retry(run)
 
     def rebuild(self, pipeline: str, table: str, history: list[tuple[int, Offset, int, int]]) -> None:
         """Replace this table's ledger rows by ``history`` (batch id, end offset, snapshot id,

@@ -86,17 +86,21 @@ class JdbcSource:
     def partition_predicates(self, batch: Batch) -> list[str]:
         return [predicate(self.spec, p) for p in batch.parts]
 
-    def jdbc_properties(self, batch: Batch) -> dict[str, str]:
+    def jdbc_properties_base(self) -> dict[str, str]:
         props = {
             "driver": CH_DRIVER,
             "user": self.source.user,
             "password": self.source.password,
             "fetchsize": str(self.table.batch.fetchsize),
-            "clickhouse_setting_log_comment": query_tag(batch.pipeline, batch.table, batch.batch_id),
             "connection_timeout": str(int(self.source.connect_timeout_s * 1000)),
         }
         props.update(self.source.properties)
         props.update(self.table.batch.options)
+        return props
+
+    def jdbc_properties(self, batch: Batch) -> dict[str, str]:
+        props = self.jdbc_properties_base()
+        props["clickhouse_setting_log_comment"] = query_tag(batch.pipeline, batch.table, batch.batch_id)
         return props
 
     def read(self, spark: Any, batch: Batch) -> Any:

@@ -59,6 +59,7 @@ class CursorConfig:
     timestamp_column: str | None = "exchange_timestamp"
     incrementing_column: str | None = "sequence_number"
     lag_s: float = 300.0
+    ttl_margin_s: float = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -373,7 +374,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         r.identifier(sm, "table", k + "source.", src_table, (2,))
 
         cm = r.mapping(tm["cursor"], k + "cursor",
-                       ("mode", "timestamp_column", "incrementing_column", "lag_s")) \
+                       ("mode", "timestamp_column", "incrementing_column", "lag_s", "ttl_margin_s")) \
             if "cursor" in tm else {}
         mode = r.string(cm, "mode", k + "cursor.", "timestamp+incrementing") or ""
         if mode not in CURSOR_MODES:
@@ -390,7 +391,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         r.identifier(cm, "timestamp_column", k + "cursor.", ts_col)
         r.identifier(cm, "incrementing_column", k + "cursor.", inc_col)
         cursor = CursorConfig(mode, ts_col, inc_col,
-                              r.number(cm, "lag_s", k + "cursor.", 300.0, float, 0.0))
+                              r.number(cm, "lag_s", k + "cursor.", 300.0, float, 0.0),
+                              r.number(cm, "ttl_margin_s", k + "cursor.", 86_400.0, float, 0.0))
 
         bm = r.mapping(tm["batch"], k + "batch", ("max_rows", "num_partitions", "fetchsize", "options")) \
             if "batch" in tm else {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -191,6 +192,32 @@ class Planner:
                                               self.table.cursor.lag_s))
         return parse_offset(self.spec, rows[0]["k"]) if rows else None
 
+    def ttl_expression(self) -> str | None:
+        """The source table's TTL expression (from its definition), if it has one."""
+        db, _, name = self.table.source_table.partition(".")
+        rows = self.client.rows(f"SELECT engine_full FROM system.tables WHERE database = '{db.strip('`')}' "
+                                f"AND name = '{name.strip('`')}'")
+        if not rows:
+            return None
+        m = re.search(r"\bTTL\s+(.+?)(?:\s+SETTINGS\b|$)", rows[0]["engine_full"], re.S)
+        if not m:
+            return None
+        # a table TTL may list several rules; the first (row deletion) bounds how long rows live
+        return m.group(1).split(",")[0].strip()
+
+    def ttl_margin_s(self, ttl_expr: str, lo: Offset | None) -> float | None:
+        """Seconds until the oldest unread row expires (the TTL evaluated by ClickHouse)."""
+        if self.spec.ts_col is None:
+            return None
+        if lo is not None and lo.ts is not None:
+            ts = self.spec.ts_literal(lo.ts)
+        else:
+            ts = f"(SELECT min({self.spec.ts_col}) FROM {self.table.source_table})"
+        rows = self.client.rows(
+            f"SELECT toUnixTimestamp64Milli(toDateTime64({ttl_expr}, 3)) - "
+            f"toUnixTimestamp64Milli(now64(3)) AS ms FROM (SELECT {ts} AS {self.spec.ts_col})")
+        return round(int(rows[0]["ms"]) / 1000, 1) if rows else None
+
     def backlog(self, lo: Offset | None) -> int:
         return int(self.client.scalar(
             f"SELECT count() FROM {self.table.source_table} WHERE {after_predicate(self.spec, lo)}"))
@@ -214,6 +241,8 @@ class TableRunner:
         self.source = JdbcSource(self.cfg.sources[self.table.connection], self.table, self.spec, columns)
         self.sink = IcebergSink(self.spark, self.table.target)
         self.pipeline = self.cfg.pipeline
+        self.ttl_expr = self.planner.ttl_expression()
+        self._ttl: dict[str, Any] = {}
 
     # -- consistency -------------------------------------------------------------------
     def committed_watermark(self) -> tuple[int, Offset | None]:
@@ -279,6 +308,7 @@ class TableRunner:
         planned = self.planner.plan(lo, ceiling)
         if planned.rng is None:
             return None
+        self._check_ttl(lo)
         batch = Batch(self.pipeline, self.table.name, last_id + 1, "planned", planned.rng,
                       planned.partitions, planned.rows)
         plan_s = time.perf_counter() - t0
@@ -288,6 +318,24 @@ class TableRunner:
         self.ledger.record_plan(batch)
         self.hook(self.table.name, batch.batch_id, "after-plan")
         return self._move(batch, df, plan_s, read_s, started=t0, now_ms=planned.server_now_ms)
+
+    def _check_ttl(self, lo: Offset | None) -> None:
+        """Rows about to expire unread are data loss: warn every batch while the oldest unread
+        row is within the configured margin of the source table's TTL."""
+        self._ttl = {}
+        if self.ttl_expr is None:
+            return
+        margin = self.planner.ttl_margin_s(self.ttl_expr, lo)
+        if margin is None:
+            return
+        self._ttl = {"ttl_margin_s": margin}
+        if margin < self.table.cursor.ttl_margin_s:
+            self._ttl["ttl_warning"] = True
+            print(f"coldtier: WARNING: {self.pipeline}/{self.table.name}: the oldest unread row of "
+                  f"{self.table.source_table} expires by its TTL ({self.ttl_expr}) in {margin:.0f} s, "
+                  f"less than the margin of {self.table.cursor.ttl_margin_s:.0f} s: rows may be lost "
+                  f"unread. Catch up (bigger batches, more executors) or lengthen the TTL.",
+                  file=sys.stderr, flush=True)
 
     def _frame(self, batch: Batch) -> Any:
         """The batch's DataFrame (lazy: only its schema is fetched), target made to fit it."""
@@ -326,6 +374,7 @@ class TableRunner:
             "commit_s": m.commit_s, "total_s": m.total_s, "source_lag_s": m.source_lag_s,
             "backlog_rows": m.backlog_rows, "snapshot_id": m.snapshot_id,
         }
+        doc.update(self._ttl)
         if recovered:
             doc["recovered"] = recovered
         return doc

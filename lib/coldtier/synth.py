@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS {db}.{table}
 )
 ENGINE = MergeTree
 ORDER BY (exchange_timestamp, sequence_number)
-TTL toDateTime(exchange_timestamp) + INTERVAL {ttl_days} DAY
+TTL toDateTime(exchange_timestamp) + {ttl}
 """
 
 # Columns computed from `number` (the row's sequence number); {ts} is the timestamp expression.
@@ -59,7 +59,7 @@ class TradeTable:
     client: ClickHouseHTTP
     exchange: str
     database: str = "k2"
-    ttl_days: int = 30
+    ttl: str = "INTERVAL 30 DAY"
 
     @property
     def table(self) -> str:
@@ -72,7 +72,7 @@ class TradeTable:
     def create(self) -> None:
         self.client.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
         self.client.execute(
-            DDL.format(db=self.database, table=self.table, ttl_days=self.ttl_days)
+            DDL.format(db=self.database, table=self.table, ttl=self.ttl)
         )
 
     def next_sequence(self) -> int:

@@ -355,3 +355,25 @@ def test_crash_loop_while_rows_arrive(job, spark, capsys):
     assert got == want
     assert got["keys"] == got["n"]
     assert sum(kills.values()) == iterations
+
+
+def test_ttl_race_warns_every_batch(job, spark, capsys):
+    from coldtier.synth import TradeTable
+
+    trades = TradeTable(job.client, "binance", job.database, ttl="INTERVAL 2 HOUR")
+    trades.create()
+    trades.bulk(6000, step_ms=1000)  # the oldest row is ~110 minutes old: it expires in ~10 minutes
+    cfg = job.write_config([
+        job.table_entry("ttl", trades.table, cursor={"ttl_margin_s": 3600}, batch={"max_rows": 3000}),
+    ])
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert len(progress) == 2
+    assert err.count("WARNING") == 2 and "expires by its TTL" in err
+    for p in progress:
+        assert p["ttl_warning"] is True and 0 < p["ttl_margin_s"] < 3600
+    assert progress[1]["ttl_margin_s"] > progress[0]["ttl_margin_s"]  # the oldest unread row got younger
+    relaxed = job.write_config([job.table_entry("ttl2", trades.table, cursor={"ttl_margin_s": 60})])
+    code, progress, err = run_inprocess(capsys, relaxed, "--trigger", "available-now")
+    assert code == 0 and "WARNING" not in err
+    assert "ttl_warning" not in progress[0] and progress[0]["ttl_margin_s"] > 60

@@ -31,6 +31,7 @@ class Postgres:
     user: str
     password: str
     dbname: str
+    datadir: str = ""
 
     @property
     def dsn(self) -> str:
@@ -50,7 +51,7 @@ class Postgres:
         with conn.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
         conn.close()
-        return Postgres(self.host, self.port, self.user, self.password, name)
+        return Postgres(self.host, self.port, self.user, self.password, name, self.datadir)
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +86,8 @@ def postgres() -> Iterator[Postgres]:
         postgres_options="-c listen_addresses=127.0.0.1",
     )
     executor.start()
-    pg = Postgres("127.0.0.1", port, "coldtier", PG_PASSWORD, "postgres").create_database("coldtier")
+    pg = Postgres("127.0.0.1", port, "coldtier", PG_PASSWORD, "postgres", str(base / "data"))
+    pg = pg.create_database("coldtier")
     yield pg
     executor.stop()
     shutil.rmtree(base, ignore_errors=True)

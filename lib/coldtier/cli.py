@@ -308,7 +308,8 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
                 emit_json({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
             return EXIT_OK
         spark = spark_session(cfg)
-        runners = [TableRunner(cfg, t, spark, ledger, FaultHook(), emit_json) for t in tables]
+        runners = [TableRunner(cfg, t, spark, ledger, FaultHook(), emit_json, lock)
+                   for t, lock in zip(tables, locks, strict=True)]
         done = run_tables(runners, trigger, max_batches, stop)
         print(json.dumps({"pipeline": cfg.pipeline, "batches": done, "stopped_by_signal": stop.stopped}),
               file=sys.stderr)

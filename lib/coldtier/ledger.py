@@ -131,7 +131,7 @@ class Ledger:
                 result = fn(self._conn)
                 self._conn.commit()
                 return result
-            except psycopg2.OperationalError as exc:
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 last = exc
                 self.close()
                 if "authentication failed" in str(exc):

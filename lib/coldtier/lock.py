@@ -40,6 +40,37 @@ class AdvisoryLock:
                 raise LockHeld(f"another coldtier run holds the lock for {self.key}")
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
+    def ensure(self) -> None:
+        """Check the lock is still ours before a batch: a PostgreSQL restart ends the session
+        and with it the lock. Re-take it at once, or stop if another run took it meanwhile."""
+        alive = False
+        if self._conn is not None and not self._conn.closed:
+            try:
+                with self._conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                alive = True
+            except psycopg2.Error:
+                alive = False
+        if alive:
+            return
+        self._drop()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.acquire(None)
+                return
+            except psycopg2.OperationalError:
+                self._drop()
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1)
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with suppress(psycopg2.Error):
+                self._conn.close()
+            self._conn = None
+
     def release(self) -> None:
         if self._conn is not None:
             # Unlock explicitly; if the session is already gone, so is the lock.

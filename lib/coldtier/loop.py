@@ -233,6 +233,7 @@ class TableRunner:
     ledger: Ledger
     hook: FaultHook
     emit: Callable[[dict[str, Any]], None]
+    lock: Any = None  # AdvisoryLock held for this table; checked before every batch
 
     def __post_init__(self) -> None:
         self.client = source_client(self.cfg, self.table)
@@ -304,6 +305,8 @@ class TableRunner:
     def step(self, ceiling: Offset | None = None) -> BatchResult | None:
         """Plan and run the next batch; None when there is nothing to read."""
         t0 = time.perf_counter()
+        if self.lock is not None:
+            self.lock.ensure()
         last_id, lo = self.committed_watermark()
         planned = self.planner.plan(lo, ceiling)
         if planned.rng is None:

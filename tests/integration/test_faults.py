@@ -377,3 +377,48 @@ def test_ttl_race_warns_every_batch(job, spark, capsys):
     code, progress, err = run_inprocess(capsys, relaxed, "--trigger", "available-now")
     assert code == 0 and "WARNING" not in err
     assert "ttl_warning" not in progress[0] and progress[0]["ttl_margin_s"] > 60
+
+
+@pytest.mark.slow
+def test_postgres_restarted_during_a_run(job, spark, capsys):
+    """The ledger's PostgreSQL restarts under a processing-time run: bounded retries with
+    backoff carry the run through; the lock is re-taken; never two commits for one batch."""
+    trades = job.trades()
+    trades.bulk(2000, end_ms_ago=2000)
+    cfg = job.write_config([job.table_entry("pg", trades.table, cursor={"lag_s": 0.5},
+                                            batch={"max_rows": 2000})])
+    phases = job.tmp / "pg-phases.log"
+    feed = subprocess.Popen(
+        [sys.executable, "-m", "coldtier.synth", "--url", job.chembed.http_url, "--password-env",
+         "TEST_CH_PASSWORD", "--database", job.database, "--exchange", "binance", "live", "--rate", "200",
+         "--interval", "0.25"], env=job.env(), stdout=subprocess.DEVNULL)
+    out_path, err_path = job.tmp / "pg.out", job.tmp / "pg.err"
+    proc = subprocess.Popen([sys.executable, "-m", "coldtier", "run", "--trigger", "processing-time=1s",
+                             "--config", str(cfg)], cwd=ROOT,
+                            env={**job.env(), "COLDTIER_PHASE_FILE": str(phases)},
+                            stdout=open(out_path, "w"), stderr=open(err_path, "w"))
+    try:
+        def committed() -> int:
+            return phases.read_text().count("after-ledger-commit") if phases.exists() else 0
+
+        wait_until(lambda: committed() >= 2, 180, "two committed batches")
+        # (the restarted postmaster would keep a captured pipe open: its output goes to its log)
+        log = str(job.postgres.datadir) + "/../postgres.log"
+        restart = subprocess.run([str(ROOT / "scripts" / "pg_ctl"), "restart", "-w", "-m", "fast", "-D",
+                                  job.postgres.datadir, "-l", log], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        assert restart.returncode == 0
+        before = committed()
+        wait_until(lambda: committed() >= before + 3, 180, "three more batches after the restart")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0, err_path.read_text()[-3000:]
+    finally:
+        proc.kill()
+        feed.send_signal(signal.SIGTERM)
+        feed.wait(30)
+    code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    batches = sql(job, "SELECT count(*), count(DISTINCT snapshot_id) FROM coldtier.batches "
+                       "WHERE pipeline = %s AND status = 'committed'", (job.pipeline,))[0]
+    assert batches[0] == batches[1] == snapshots(spark, job.target("pg"))
+    assert_source_equals_sink(job, spark, trades.table, job.target("pg"))

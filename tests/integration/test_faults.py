@@ -422,3 +422,4 @@ def test_postgres_restarted_during_a_run(job, spark, capsys):
                        "WHERE pipeline = %s AND status = 'committed'", (job.pipeline,))[0]
     assert batches[0] == batches[1] == snapshots(spark, job.target("pg"))
     assert_source_equals_sink(job, spark, trades.table, job.target("pg"))
+

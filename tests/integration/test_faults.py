@@ -322,7 +322,7 @@ def test_crash_loop_while_rows_arrive(job, spark, capsys):
     rng = random.Random(20261127)
     trades = job.trades()
     trades.bulk(20_000, end_ms_ago=2000)
-    cfg = job.write_config([job.table_entry("loop", trades.table, cursor={"lag_s": 0.5},
+    cfg = job.write_config([job.table_entry("loop", trades.table, cursor={"lag_s": 3},
                                             batch={"max_rows": 3000})])
     feed = subprocess.Popen(
         [sys.executable, "-m", "coldtier.synth", "--url", job.chembed.http_url, "--password-env",
@@ -346,6 +346,7 @@ def test_crash_loop_while_rows_arrive(job, spark, capsys):
     finally:
         feed.send_signal(signal.SIGTERM)
         feed.wait(30)
+    time.sleep(4)  # let the last rows age past the lag, then drain
     code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0, err
     got = spark_fingerprint(spark.table(job.target("loop")))
@@ -385,7 +386,9 @@ def test_postgres_restarted_during_a_run(job, spark, capsys):
     backoff carry the run through; the lock is re-taken; never two commits for one batch."""
     trades = job.trades()
     trades.bulk(2000, end_ms_ago=2000)
-    cfg = job.write_config([job.table_entry("pg", trades.table, cursor={"lag_s": 0.5},
+    # the lag must exceed the feed's insert-to-visible delay on a busy machine (rows stamped
+    # now64() by an INSERT that becomes visible later would otherwise arrive "late")
+    cfg = job.write_config([job.table_entry("pg", trades.table, cursor={"lag_s": 3},
                                             batch={"max_rows": 2000})])
     phases = job.tmp / "pg-phases.log"
     feed = subprocess.Popen(
@@ -416,6 +419,7 @@ def test_postgres_restarted_during_a_run(job, spark, capsys):
         proc.kill()
         feed.send_signal(signal.SIGTERM)
         feed.wait(30)
+    time.sleep(4)  # let the last rows age past the lag, then drain
     code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0, err
     batches = sql(job, "SELECT count(*), count(DISTINCT snapshot_id) FROM coldtier.batches "

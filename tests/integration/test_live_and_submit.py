@@ -79,7 +79,7 @@ def test_live_feed_processing_time_then_drain(job, spark):
     SIGTERM (the batch in flight commits), stop the feed, drain with available-now."""
     trades = job.trades()
     trades.bulk(2000)
-    cfg = job.write_config([job.table_entry("live", trades.table, cursor={"lag_s": 1},
+    cfg = job.write_config([job.table_entry("live", trades.table, cursor={"lag_s": 3},
                                             batch={"max_rows": 5000})])
     feed = subprocess.Popen(
         [sys.executable, "-m", "coldtier.synth", "--url", job.chembed.http_url, "--password-env",
@@ -99,6 +99,7 @@ def test_live_feed_processing_time_then_drain(job, spark):
     assert runner.returncode == 0, err[-3000:]
     live = progress_lines(out)
     assert len(live) >= 10, f"only {len(live)} batches in 60 s: {err[-3000:]}"
+    time.sleep(4)  # the last rows age past the lag before the drain
     drain = submit(job, cfg, "run", "--trigger", "available-now")
     out, err = drain.communicate(timeout=300)
     assert drain.returncode == 0, err[-3000:]

@@ -124,6 +124,17 @@ def spark(warehouse: Path, postgres: Postgres):
     session.stop()
 
 
+@pytest.fixture()
+def job(chembed, postgres, warehouse, tmp_path, spark, monkeypatch):
+    """An isolated pipeline on the shared services, its secrets in the environment."""
+    from jobkit import JobEnv
+
+    env = JobEnv(chembed, postgres, warehouse, tmp_path)
+    for k, v in env.env().items():
+        monkeypatch.setenv(k, v)
+    return env
+
+
 @pytest.fixture(scope="session")
 def ch(chembed: ChembedProcess):
     return chembed.client()

@@ -147,3 +147,21 @@ def progress_lines(stdout: str) -> list[dict[str, Any]]:
     import json
 
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def run_inprocess(capsys: Any, config: Path, *args: str) -> tuple[int, list[dict[str, Any]], str]:
+    """``coldtier run`` inside the test process (sharing its SparkSession): exit code,
+    progress lines, stderr."""
+    from coldtier import cli
+
+    code = cli.main(["run", "--config", str(config), *args])
+    out = capsys.readouterr()
+    return code, progress_lines(out.out), out.err
+
+
+def assert_source_equals_sink(job: JobEnv, spark: Any, source_table: str, target: str) -> None:
+    """Counts and order-independent checksums equal on both sides; no duplicate key."""
+    want = ch_fingerprint(job.client, f"{job.database}.{source_table}")
+    got = spark_fingerprint(spark.table(target))
+    assert got == want
+    assert got["keys"] == got["n"]

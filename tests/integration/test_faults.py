@@ -13,23 +13,13 @@ import pytest
 
 from coldtier import cli
 from helpers import CH_PASSWORD, ROOT, ChembedProcess, free_port, wait_until
-from jobkit import JobEnv, ch_fingerprint, progress_lines, spark_fingerprint
+from jobkit import assert_source_equals_sink, ch_fingerprint, progress_lines, run_inprocess, spark_fingerprint
 
 pytestmark = pytest.mark.spark
 
 
-@pytest.fixture()
-def job(chembed, postgres, warehouse, tmp_path, spark, monkeypatch):
-    env = JobEnv(chembed, postgres, warehouse, tmp_path)
-    for k, v in env.env().items():
-        monkeypatch.setenv(k, v)
-    return env
 
 
-def run_inprocess(capsys, config, *args):
-    code = cli.main(["run", "--config", str(config), *args])
-    out = capsys.readouterr()
-    return code, progress_lines(out.out), out.err
 
 
 def sql(job, query, args=()):
@@ -51,11 +41,6 @@ def snapshots(spark, target):
     return spark.sql(f"SELECT count(*) FROM {target}.snapshots").collect()[0][0]
 
 
-def assert_source_equals_sink(job, spark, source_table, target):
-    want = ch_fingerprint(job.client, f"{job.database}.{source_table}")
-    got = spark_fingerprint(spark.table(target))
-    assert got == want
-    assert got["keys"] == got["n"]
 
 
 @pytest.mark.slow

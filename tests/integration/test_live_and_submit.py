@@ -12,14 +12,11 @@ import psutil
 import pytest
 
 from helpers import ROOT
-from jobkit import JobEnv, ch_fingerprint, progress_lines, spark_fingerprint
+from jobkit import ch_fingerprint, progress_lines, spark_fingerprint
 
 pytestmark = pytest.mark.spark
 
 
-@pytest.fixture()
-def job(chembed, postgres, warehouse, tmp_path, spark):
-    return JobEnv(chembed, postgres, warehouse, tmp_path)
 
 
 class Submitted:

@@ -15,30 +15,15 @@ from coldtier import cli
 from coldtier.lock import AdvisoryLock
 from coldtier.offset import CursorSpec
 from coldtier.planning import Range, predicate
-from jobkit import JobEnv, ch_fingerprint, progress_lines, spark_fingerprint
+from jobkit import assert_source_equals_sink, progress_lines, run_inprocess
 
 pytestmark = pytest.mark.spark
 
 
-@pytest.fixture()
-def job(chembed, postgres, warehouse, tmp_path, spark, monkeypatch):
-    env = JobEnv(chembed, postgres, warehouse, tmp_path)
-    for k, v in env.env().items():
-        monkeypatch.setenv(k, v)
-    return env
 
 
-def run_inprocess(capsys, config, *args):
-    code = cli.main(["run", "--config", str(config), *args])
-    out = capsys.readouterr()
-    return code, progress_lines(out.out), out.err
 
 
-def assert_source_equals_sink(job, spark, source_table, target):
-    want = ch_fingerprint(job.client, f"{job.database}.{source_table}")
-    got = spark_fingerprint(spark.table(target))
-    assert got == want
-    assert got["keys"] == got["n"]  # no duplicate (exchange, trade_id)
 
 
 @pytest.mark.parametrize("catalog", ["hadoop_cat", "jdbc_cat"])

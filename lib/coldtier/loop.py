@@ -90,7 +90,11 @@ class FaultHook:
 
         def watch() -> None:
             while not done.is_set():
-                if running():
+                try:
+                    seen = running()
+                except Exception:  # a status query racing the job's end: look again
+                    seen = False
+                if seen:
                     self(table, batch_id, "during-read")
                     self(table, batch_id, "during-write")
                     return

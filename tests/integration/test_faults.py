@@ -412,3 +412,4 @@ def test_postgres_restarted_during_a_run(job, spark, capsys):
     assert batches[0] == batches[1] == snapshots(spark, job.target("pg"))
     assert_source_equals_sink(job, spark, trades.table, job.target("pg"))
 
+

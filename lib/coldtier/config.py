@@ -209,6 +209,15 @@ class _Reader:
             raise self.fail(node, f"{key}{name}", "expected a string.")
         return self.subst(node, f"{key}{name}", str(node.value))
 
+    def reference(self, m: dict[str, _Node], name: str, key: str, section: str,
+                  entries: Mapping[str, Any]) -> str:
+        """A required key whose value must name an entry of another section."""
+        value = self.string(m, name, key, required=True) or ""
+        if value not in entries:
+            raise self.fail(m[name], key + name,
+                            f"{value!r} is not one of {section}: {', '.join(entries) or '(none)'}.")
+        return value
+
     def number(self, m: dict[str, _Node], name: str, key: str, default: float, kind: type,
                minimum: float | None = None) -> Any:
         node = m.get(name)
@@ -366,10 +375,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         if "source" not in tm:
             raise r.fail(node, k + "source", "is required.")
         sm = r.mapping(tm["source"], k + "source", ("connection", "table"))
-        conn = r.string(sm, "connection", k + "source.", required=True) or ""
-        if conn not in sources:
-            raise r.fail(sm["connection"], k + "source.connection",
-                         f"{conn!r} is not one of sources: {', '.join(sources)}.")
+        conn = r.reference(sm, "connection", k + "source.", "sources", sources)
         src_table = r.string(sm, "table", k + "source.", required=True) or ""
         r.identifier(sm, "table", k + "source.", src_table, (2,))
 
@@ -405,10 +411,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
             raise r.fail(node, k + "target", "is required.")
         gm = r.mapping(tm["target"], k + "target",
                        ("catalog", "table", "partition_by", "sort_by", "properties"))
-        catalog = r.string(gm, "catalog", k + "target.", required=True) or ""
-        if catalog not in catalogs:
-            raise r.fail(gm["catalog"], k + "target.catalog",
-                         f"{catalog!r} is not one of catalogs: {', '.join(catalogs) or '(none)'}.")
+        catalog = r.reference(gm, "catalog", k + "target.", "catalogs", catalogs)
         ttable = r.string(gm, "table", k + "target.", required=True) or ""
         r.identifier(gm, "table", k + "target.", ttable, (2,))
         partition_by = r.str_list(gm, "partition_by", k + "target.")

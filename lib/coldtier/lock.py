@@ -76,5 +76,4 @@ class AdvisoryLock:
             # Unlock explicitly; if the session is already gone, so is the lock.
             with suppress(psycopg2.Error), self._conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (self.key,))
-            self._conn.close()
-            self._conn = None
+            self._drop()

@@ -35,11 +35,10 @@ from coldtier.planning import (
 from coldtier.sink_iceberg import IcebergSink
 from coldtier.source import JdbcSource, SourceSchemaError, describe
 
-PHASES = ("after-plan", "during-read", "during-write", "after-sink-commit", "after-ledger-commit")
-
 
 class FaultHook:
-    """Makes the phases of a batch observable, for fault-injection tests.
+    """Makes the phases of a batch observable, for fault-injection tests. The phases:
+    after-plan, during-read, during-write, after-sink-commit, after-ledger-commit.
 
     ``COLDTIER_FAULT=phase[:batch_id]`` kills this process (SIGKILL) when it reaches that
     phase; ``COLDTIER_PHASE_FILE=path`` appends ``table batch_id phase`` lines as phases

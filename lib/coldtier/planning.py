@@ -135,7 +135,8 @@ def horizon_query(spec: CursorSpec, table: str, lag_s: float) -> str:
             f"ORDER BY {desc} LIMIT 1")
 
 
-def _offset(spec: CursorSpec, value: Any) -> Offset:
+def parse_offset(spec: CursorSpec, value: Any) -> Offset:
+    """An offset from the plan query's JSON: one value, or a [ts, inc] pair."""
     vals = value if isinstance(value, list) else [value]
     return spec.offset_from_values(vals)
 
@@ -154,17 +155,13 @@ def parse_plan_row(spec: CursorSpec, lo: Offset | None, row: dict[str, Any]) -> 
     now_ms = int(row["server_now_ms"])
     if n == 0:
         return PlannedRange(None, 0, (), now_ms)
-    hi = _offset(spec, row["last"])
-    bounds = [_offset(spec, b) for b in row["bounds"]]
+    hi = parse_offset(spec, row["last"])
+    bounds = [parse_offset(spec, b) for b in row["bounds"]]
     if spec.mode == "timestamp":
         # Ties on the end timestamp are all in, so the range may hold more than n rows.
         bounds = [b for b in bounds if b.ts != hi.ts]
     rng = Range(lo, hi)
     return PlannedRange(rng, n, tuple(split(rng, bounds)), now_ms)
-
-
-def parse_offset(spec: CursorSpec, value: Any) -> Offset:
-    return _offset(spec, value)
 
 
 def range_from_json(doc: dict[str, Any]) -> Range:

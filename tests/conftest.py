@@ -56,7 +56,8 @@ class Postgres:
 
 @pytest.fixture(scope="session")
 def chembed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChembedProcess]:
-    server = ChembedProcess(tmp_path_factory.mktemp("chembed") / "data").start()
+    base = tmp_path_factory.mktemp("chembed")
+    server = ChembedProcess(base / "data", gate_dir=base / "gates").start()
     yield server
     server.stop()
 

@@ -42,6 +42,7 @@ class ChembedProcess:
     port: int = 0
     proc: subprocess.Popen | None = field(default=None, repr=False)
     log_path: Path | None = None
+    gate_dir: Path | None = None  # test-only fault gates (chembed.server.Gates)
 
     @property
     def http_url(self) -> str:
@@ -67,6 +68,8 @@ class ChembedProcess:
 
     def start(self) -> ChembedProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.gate_dir:
+            self.gate_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
         self.log_path = self.data_dir.parent / f"chembed-{self.port}.log"
@@ -74,7 +77,8 @@ class ChembedProcess:
                "PYTHONPATH": str(ROOT / "lib")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "chembed", "--data-dir", str(self.data_dir),
-             "--port", str(self.port)],
+             "--port", str(self.port),
+             *(["--gate-dir", str(self.gate_dir)] if self.gate_dir else [])],
             env=env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
         )
         wait_until(lambda: self.ping() or self.proc.poll() is not None, 60, "chembed /ping")

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--password-env", default="CHEMBED_PASSWORD",
                     help="environment variable holding the user's password (unset = empty)")
     ap.add_argument("--port-file", help="write the bound port here once listening")
+    ap.add_argument("--gate-dir", help="test-only fault gates keyed by log_comment (see server.Gates)")
     ap.add_argument("--verbose", action="store_true", help="log every request (never secrets)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         user=args.user,
         password=os.environ.get(args.password_env, ""),
         verbose=args.verbose,
+        gate_dir=args.gate_dir,
     )
     server = EmbeddedClickHouse(config)
     for sig in (signal.SIGTERM, signal.SIGINT):

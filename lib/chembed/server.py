@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -25,6 +26,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from chembed import framing
 from chembed.protocol import (
+    ERROR_NAMES,
     ChError,
     InsertWithData,
     can_stream,
@@ -49,6 +51,54 @@ class ServerConfig:
     user: str = "default"
     password: str = ""
     verbose: bool = False
+    gate_dir: str | None = None  # test-only fault gates, see Gates
+
+
+class Gates:
+    """Test-only fault gates, keyed by a query's ``log_comment`` setting (coldtier tags every
+    query of a batch with it), so a test can hold or fail exactly one batch's reads.
+
+    In ``gate_dir``, for a tag sanitised to NAME (characters outside ``[A-Za-z0-9._-]`` → ``_``),
+    every tagged query is logged to ``NAME.queries``, and:
+    - ``NAME.hold`` exists: the query appends a line to ``NAME.arrived`` and waits until the
+      file is removed (at most ``HOLD_LIMIT_S``), then runs;
+    - ``NAME.fail`` exists: the first query to remove it fails, once, with the error code the
+      file holds (empty: 159 TIMEOUT_EXCEEDED, which the JDBC driver retries by itself; a
+      code it does not retry, such as 160 TOO_SLOW, fails the read).
+    A schema probe (``… WHERE 1=0``, what Spark's JDBC reader sends to learn the columns) and
+    INSERTs pass untouched. Off unless the server was started with ``--gate-dir``.
+    """
+
+    HOLD_LIMIT_S = 600.0
+
+    def __init__(self, gate_dir: str) -> None:
+        self.dir = gate_dir
+
+    @staticmethod
+    def name(tag: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]", "_", tag)
+
+    def check(self, settings: dict[str, str], sql: str) -> None:
+        tag = settings.get("log_comment")
+        if not tag or re.search(r"WHERE\s+1\s*=\s*0\s*$", sql.strip(), re.I):
+            return
+        base = os.path.join(self.dir, self.name(tag))
+        with open(base + ".queries", "a") as fh:
+            fh.write(" ".join(sql.split()) + "\n")
+        if os.path.exists(base + ".hold"):
+            with open(base + ".arrived", "a") as fh:
+                fh.write(f"{time.time():.3f}\n")
+            deadline = time.monotonic() + self.HOLD_LIMIT_S
+            while os.path.exists(base + ".hold") and time.monotonic() < deadline:
+                time.sleep(0.02)
+        try:
+            with open(base + ".fail") as fh:
+                code = int(fh.read().strip() or 159)
+            os.remove(base + ".fail")
+        except (FileNotFoundError, ValueError):
+            return
+        raise ChError(code, f"Code: {code}. DB::Exception: Injected by chembed gate {self.name(tag)}.fail. "
+                            f"({ERROR_NAMES.get(code, 'UNKNOWN_EXCEPTION')})")
 
 
 class Engine:
@@ -105,6 +155,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, config: ServerConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
+        self.gates = Gates(config.gate_dir) if config.gate_dir else None
         super().__init__((config.host, config.port), Handler)
 
 
@@ -292,6 +343,8 @@ class Handler(BaseHTTPRequestHandler):
             sql = ((query_param + " ") if query_param else "") + sql_bytes.decode("utf-8")
             if not sql.strip():
                 raise ChError(62, "Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)")
+            if self.server.gates is not None:
+                self.server.gates.check(settings, sql)
             fmt = output_format(sql, default_fmt)
             if is_streaming(sql) and can_stream(fmt):
                 self._run_streaming(conn, sql, fmt, qparams, compress)

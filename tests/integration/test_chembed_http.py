@@ -193,3 +193,34 @@ def test_sigterm_keeps_data_and_restart_sees_it(tmp_path):
     finally:
         assert again.stop() == 0
     assert os.path.isdir(tmp_path / "data")
+
+
+def test_gates_hold_and_fail_only_the_tagged_query(chembed):
+    """The test-only gates: a .hold file holds the tagged query until removed; a .fail file
+    fails the next tagged query once with code 159; other queries and schema probes pass."""
+    import time
+
+    tag = "coldtier:p/t/batch-7"
+    base = chembed.gate_dir / "coldtier_p_t_batch-7"
+    tagged = {"log_comment": tag}
+    base.with_suffix(".hold").touch()
+    got: list[bytes] = []
+    worker = threading.Thread(target=lambda: got.append(post(chembed, "SELECT 42", tagged)[2]))
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not base.with_suffix(".arrived").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert base.with_suffix(".arrived").exists()
+    assert post(chembed, "SELECT 1")[2] == b"1\n"  # untagged: not held
+    assert post(chembed, "SELECT * FROM (SELECT 1 AS x) WHERE 1=0", tagged)[0] == 200  # schema probe
+    time.sleep(0.3)
+    assert worker.is_alive() and not got
+    base.with_suffix(".hold").unlink()
+    worker.join(10)
+    assert got == [b"42\n"]
+
+    base.with_suffix(".fail").touch()
+    status, headers, body = post(chembed, "SELECT 42", tagged)
+    assert status == 500 and headers["X-ClickHouse-Exception-Code"] == "159", body
+    assert b"TIMEOUT_EXCEEDED" in body and not base.with_suffix(".fail").exists()
+    assert post(chembed, "SELECT 42", tagged)[2] == b"42\n"  # once only

@@ -413,3 +413,135 @@ def test_postgres_restarted_during_a_run(job, spark, capsys):
     assert_source_equals_sink(job, spark, trades.table, job.target("pg"))
 
 
+
+
+def _gate(job, table, batch_id):
+    """The chembed gate path for one batch's reads (see chembed.server.Gates)."""
+    from chembed.server import Gates
+    from coldtier.source import query_tag
+
+    return job.chembed.gate_dir / Gates.name(query_tag(job.pipeline, table, batch_id))
+
+
+def test_concurrent_iceberg_writer_between_read_and_commit(job, spark, capsys):
+    """Another writer commits to the target while a batch's rows are being read (the read is
+    held at the source by a gate, so the interleaving is certain, not timed): Iceberg's
+    commit retry puts the batch on top of the other snapshot, exactly once."""
+    import threading
+
+    trades = job.trades()
+    trades.bulk(4000)
+    cfg = job.write_config([job.table_entry("cw", trades.table, batch={"num_partitions": 1})])
+    code, _, err = run_inprocess(capsys, cfg)
+    assert code == 0, err
+    target = job.target("cw")
+    trades.bulk(6000, end_ms_ago=1000)
+    gate = _gate(job, "cw", 2)
+    gate.with_suffix(".hold").touch()
+    seen: list[int] = []
+
+    def other_writer() -> None:
+        try:
+            wait_until(lambda: gate.with_suffix(".arrived").exists(), 120, "batch 2's read at the source")
+            before = spark.sql(f"SELECT snapshot_id FROM {target}.snapshots").count()
+            # the other writer: one task (the batch holds the other slot), its own commit
+            spark.sql(f"INSERT INTO {target} (exchange, symbol, trade_id, price, quantity, side, "
+                      f"exchange_timestamp, sequence_number, ingested_at) VALUES ('foreign', 'X', 1, 1.0, "
+                      f"1.0, 'buy', TIMESTAMP '2020-01-01 00:00:00', 1, TIMESTAMP '2020-01-01 00:00:00')")
+            seen.extend([before, spark.sql(f"SELECT snapshot_id FROM {target}.snapshots").count()])
+        finally:
+            gate.with_suffix(".hold").unlink()
+
+    writer = threading.Thread(target=other_writer)
+    writer.start()
+    result = [cli.main(["run", "--config", str(cfg)])]  # signal handlers: the main thread's
+    writer.join(60)
+    assert seen == [1, 2]  # the other commit landed while batch 2 was being read
+    capsys.readouterr()
+    assert result == [0]
+    snaps = spark.sql(f"SELECT snapshot_id, parent_id, summary['coldtier.batch-id'] AS b FROM {target}.snapshots "
+                      f"ORDER BY committed_at").collect()
+    assert [s.b for s in snaps] == ["1", None, "2"]
+    assert snaps[2].parent_id == snaps[1].snapshot_id  # batch 2 was rebased on the other commit
+    assert ledger_rows(job) == [(1, "committed"), (2, "committed")]
+    assert sql(job, "SELECT snapshot_id FROM coldtier.batches WHERE pipeline = %s AND batch_id = 2",
+               (job.pipeline,)) == [(snaps[2].snapshot_id,)]
+    ours = spark.table(target).where("exchange <> 'foreign'")
+    assert spark_fingerprint(ours) == ch_fingerprint(job.client, f"{job.database}.{trades.table}")
+    # the foreign snapshot in the ancestry does not upset the ledger check: the job goes on
+    trades.bulk(500, end_ms_ago=500)
+    code, progress, err = run_inprocess(capsys, cfg)
+    assert code == 0 and [p["batch_id"] for p in progress] == [3], err
+    assert spark.table(target).where("exchange = 'foreign'").count() == 1
+
+
+def test_sql_error_inside_a_batch_does_not_move_the_cursor(job, spark, capsys):
+    """A query of batch 2 fails at the source with an error the driver does not retry (160,
+    once): the run fails with the range still planned; the relaunch reads exactly that range
+    again: nothing skipped, nothing twice."""
+    trades = job.trades()
+    trades.bulk(9000)
+    cfg = job.write_config([job.table_entry("se", trades.table, batch={"max_rows": 3000})])
+    _gate(job, "se", 2).with_suffix(".fail").write_text("160")
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == cli.EXIT_RUNTIME and "TOO_SLOW" in err, err
+    assert [p["batch_id"] for p in progress] == [1]
+    assert ledger_rows(job) == [(1, "committed"), (2, "planned")]
+    planned = sql(job, "SELECT range_json FROM coldtier.batches WHERE pipeline = %s AND batch_id = 2",
+                  (job.pipeline,))[0][0]
+    assert snapshots(spark, job.target("se")) == 1
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert progress[0]["batch_id"] == 2 and progress[0]["recovered"] == "replayed"
+    assert [progress[0]["start"], progress[0]["end"]] == [planned["lo"], planned["hi"]]
+    assert [p["rows"] for p in progress] == [3000, 3000]
+    assert sql(job, "SELECT range_json FROM coldtier.batches WHERE pipeline = %s AND batch_id = 2",
+               (job.pipeline,))[0][0] == planned
+    assert_source_equals_sink(job, spark, trades.table, job.target("se"))
+
+
+def test_driver_retry_after_a_retryable_sql_error_reads_the_same_range(job, spark, capsys):
+    """Error 159 (TIMEOUT_EXCEEDED) is one the JDBC driver retries by itself: the retry, inside
+    the batch, sends the same query again (the range is fixed in the plan, not a moving
+    "last seen row"), and the batch commits exactly its planned rows."""
+    trades = job.trades()
+    trades.bulk(9000)
+    cfg = job.write_config([job.table_entry("dr", trades.table, batch={"max_rows": 3000})])
+    gate = _gate(job, "dr", 2)
+    gate.with_suffix(".fail").touch()
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert not gate.with_suffix(".fail").exists()  # the error was injected, and survived
+    queries = gate.with_suffix(".queries").read_text().splitlines()
+    assert len(queries) == 3 and len(set(queries)) == 2  # 2 partitions, one sent twice, unchanged
+    assert [p["rows"] for p in progress] == [3000, 3000, 3000]
+    assert sql(job, "SELECT batch_id, planned_rows, rows, attempts FROM coldtier.batches WHERE "
+                    "pipeline = %s ORDER BY 1", (job.pipeline,)) == [(b, 3000, 3000, 1) for b in (1, 2, 3)]
+    assert_source_equals_sink(job, spark, trades.table, job.target("dr"))
+
+
+@pytest.mark.slow
+def test_spark_task_retry_after_sql_error_reads_the_same_partition(job, spark):
+    """With Spark task retries (master local[2,2]) a read failing with an error the driver does
+    not retry is retried by Spark inside the batch: the batch commits its planned rows exactly,
+    from the same partition predicate."""
+    import yaml
+
+    trades = job.trades()
+    trades.bulk(9000)
+    cfg = job.write_config([job.table_entry("tr", trades.table, batch={"max_rows": 3000})])
+    doc = yaml.safe_load(cfg.read_text())
+    doc["spark"]["master"] = "local[2,2]"
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    gate = _gate(job, "tr", 2)
+    gate.with_suffix(".fail").write_text("160")
+    done = job.run_process(cfg, "run", "--trigger", "available-now")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not gate.with_suffix(".fail").exists()
+    queries = gate.with_suffix(".queries").read_text().splitlines()
+    assert len(queries) == 3 and len(set(queries)) == 2
+    progress = progress_lines(done.stdout)
+    assert [p["batch_id"] for p in progress] == [1, 2, 3] and all(p["rows"] == 3000 for p in progress)
+    assert sql(job, "SELECT batch_id, planned_rows, rows, attempts FROM coldtier.batches WHERE "
+                    "pipeline = %s ORDER BY 1", (job.pipeline,)) == [(b, 3000, 3000, 1) for b in (1, 2, 3)]
+    assert_source_equals_sink(job, spark, trades.table, job.target("tr"))

@@ -66,7 +66,8 @@ def main() -> int:
         t = time.perf_counter()
         df.write.format("noop").mode("overwrite").save()
         s = time.perf_counter() - t
-        print(f"Spark JDBC (real driver, defaults), {parts} partition(s): {args.rows / s:,.0f} rows/s ({s:.1f} s)")
+        print(f"Spark JDBC (real driver, defaults), {parts} partition(s): "
+              f"{args.rows / s:,.0f} rows/s ({s:.1f} s)")
     spark.stop()
     return 0
 

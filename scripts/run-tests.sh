@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export TZ=UTC PYTHONPATH=lib:tests
-.venv/bin/ruff check lib jobs tests || exit 1
+.venv/bin/ruff check lib jobs tests scripts || exit 1
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ "$rc" = 5 ]; then

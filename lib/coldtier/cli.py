@@ -44,6 +44,7 @@ from coldtier.loop import (
 from coldtier.offset import CursorSpec, Offset
 from coldtier.sink_iceberg import SchemaConflict
 from coldtier.source import SourceSchemaError
+from coldtier.spark import shield_jvm_from_stop_signals
 
 EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_LOCK, EXIT_RUNTIME, EXIT_LEDGER, EXIT_SCHEMA = 0, 1, 2, 3, 4, 5, 6
 EXIT_MISMATCH = 7
@@ -300,6 +301,10 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
                           cfg.ledger.connect_timeout_s) for t in tables]
     stop = StopFlag()
     stop.install()
+    pidfile = os.environ.get("COLDTIER_DRIVER_PIDFILE")  # set by coldtier.submit to forward signals
+    if pidfile:
+        with open(pidfile, "w") as fh:
+            fh.write(str(os.getpid()))
     try:
         for lock in locks:
             lock.acquire(wait_for_lock)
@@ -308,6 +313,7 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
                 emit_json({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
             return EXIT_OK
         spark = spark_session(cfg)
+        shield_jvm_from_stop_signals(spark)
         runners = [TableRunner(cfg, t, spark, ledger, FaultHook(), emit_json, lock)
                    for t, lock in zip(tables, locks, strict=True)]
         done = run_tables(runners, trigger, max_batches, stop)

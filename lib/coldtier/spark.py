@@ -36,3 +36,17 @@ def build_session(app_name: str, conf: Mapping[str, str], master: str | None = N
     for k, v in {**base_conf(), **conf}.items():
         builder = builder.config(k, v)
     return builder.getOrCreate()
+
+
+def shield_jvm_from_stop_signals(spark) -> None:  # noqa: ANN001
+    """Make the driver JVM ignore SIGTERM and SIGINT.
+
+    A supervisor stopping the job signals the whole process group or cgroup (systemd,
+    Airflow, Ctrl-C): the JVM would run its shutdown hooks and stop the SparkContext under
+    the batch in flight. The Python driver handles the signal instead (finish the batch,
+    commit, release the lock, exit 0), and the JVM exits when the driver does. SIGKILL
+    still ends everything at once; exactly-once holds either way.
+    """
+    jvm = spark.sparkContext._jvm
+    for name in ("TERM", "INT"):
+        jvm.sun.misc.Signal.handle(jvm.sun.misc.Signal(name), jvm.sun.misc.SignalHandler.SIG_IGN)

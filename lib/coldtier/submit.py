@@ -14,10 +14,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,8 +149,37 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     env = dict(os.environ)
     env["PYTHONPATH"] = str(root / "lib") + os.pathsep + env.get("PYTHONPATH", "")
-    os.execvpe(cmd[0], cmd, env)
-    return 0  # not reached
+    return supervise(cmd, env)
+
+
+def supervise(cmd: list[str], env: dict[str, str]) -> int:
+    """Run spark-submit as a child and pass a stop signal on to the Python driver.
+
+    A supervisor stops the job by signalling this process (systemd ``KillMode=mixed``,
+    ``kill PID``) or its whole group/cgroup. The driver JVM ignores SIGTERM/SIGINT (see
+    ``spark.shield_jvm_from_stop_signals``), so the signal goes to the Python driver, whose
+    pid it writes to ``COLDTIER_DRIVER_PIDFILE``: it finishes the batch in flight, commits,
+    releases the lock and exits 0. Before the driver is up, the signal stops spark-submit
+    itself (nothing is in flight yet). Returns the child's exit code (128+N for signal N).
+    """
+    with tempfile.TemporaryDirectory(prefix="coldtier-submit-") as tmp:
+        pidfile = Path(tmp) / "driver.pid"
+        env = {**env, "COLDTIER_DRIVER_PIDFILE": str(pidfile)}
+        child = subprocess.Popen(cmd, env=env)
+
+        def forward(signum: int, _frame: object) -> None:
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGTERM)
+                return
+            except (OSError, ValueError):
+                pass  # no driver yet, or gone: stop spark-submit itself
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, forward)
+        code = child.wait()
+    return 128 - code if code < 0 else code
 
 
 if __name__ == "__main__":

@@ -23,12 +23,13 @@ class Submitted:
     """A spark-submit child whose output goes to files: a pipe nobody reads fills up and
     blocks the child (Spark logs a lot)."""
 
-    def __init__(self, job, cfg, *args):
+    def __init__(self, job, cfg, *args, new_session=False):
         self.out_path = job.tmp / f"submit-{id(self)}.out"
         self.err_path = job.tmp / f"submit-{id(self)}.err"
         self.proc = subprocess.Popen(
             [str(ROOT / "scripts" / "spark-submit.sh"), "jobs/offload.py", *args, "--config", str(cfg)],
-            cwd=ROOT, env=job.env(), stdout=open(self.out_path, "w"), stderr=open(self.err_path, "w"))
+            cwd=ROOT, env=job.env(), stdout=open(self.out_path, "w"), stderr=open(self.err_path, "w"),
+            start_new_session=new_session)
         self.pid = self.proc.pid
 
     @property
@@ -54,8 +55,7 @@ def driver_pid(root_pid):
     raise AssertionError("no Python driver process under spark-submit")
 
 
-def submit(job, cfg, *args):
-    return Submitted(job, cfg, *args)
+submit = Submitted
 
 
 def test_print_only_masks_secrets(job):
@@ -105,6 +105,53 @@ def test_live_feed_processing_time_then_drain(job, spark):
     got = spark_fingerprint(spark.table(job.target("live")))
     assert got == ch_fingerprint(job.client, f"{job.database}.{trades.table}")
     assert got["keys"] == got["n"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["process-group", "launcher"])
+def test_sigterm_commits_the_batch_in_flight_and_exits_0(job, spark, target):
+    """processing-time under spark-submit; while batch 2's read is held at the source, SIGTERM
+    goes to the whole process group (as systemd's default KillMode, Airflow or Ctrl-C do: the
+    JVM gets it too) or to the launcher alone (systemd KillMode=mixed, ``kill PID``). The JVM
+    keeps running, batch 2 commits, the lock is released, exit 0."""
+    from chembed.server import Gates
+    from coldtier.lock import AdvisoryLock
+    from coldtier.source import query_tag
+    from helpers import wait_until
+
+    trades = job.trades()
+    trades.bulk(3000)
+    cfg = job.write_config([job.table_entry("term", trades.table)])
+    gate = job.chembed.gate_dir / Gates.name(query_tag(job.pipeline, "term", 2))
+    gate.with_suffix(".hold").touch()
+    runner = submit(job, cfg, "run", "--trigger", "processing-time=1s", new_session=True)
+    try:
+        wait_until(lambda: '"batch_id":1' in runner.out_path.read_text() or runner.proc.poll() is not None,
+                   180, "batch 1")
+        trades.bulk(2000, end_ms_ago=1000)
+        wait_until(lambda: gate.with_suffix(".arrived").exists(), 60, "batch 2's read")
+        if target == "process-group":
+            os.killpg(runner.pid, signal.SIGTERM)
+        else:
+            os.kill(runner.pid, signal.SIGTERM)
+        time.sleep(3)
+        assert runner.proc.poll() is None, "the signal must not stop the JVM under the batch in flight"
+        released = time.monotonic()
+        gate.with_suffix(".hold").unlink()
+        out, err = runner.communicate(timeout=120)
+        took = time.monotonic() - released
+    finally:
+        gate.with_suffix(".hold").unlink(missing_ok=True)
+        runner.kill()
+    assert runner.returncode == 0, err[-3000:]
+    print(f"SIGTERM ({target}): exit 0 {took:.1f} s after the batch in flight was let go")
+    assert [(p["batch_id"], p["rows"]) for p in progress_lines(out) if "batch_id" in p] == [(1, 3000), (2, 2000)]
+    assert '"stopped_by_signal": true' in out + err
+    lock = AdvisoryLock(job.postgres.dsn, f"coldtier/{job.pipeline}/term")
+    lock.acquire(0)  # released: free at once
+    lock.release()
+    got = spark_fingerprint(spark.table(job.target("term")))
+    assert got == ch_fingerprint(job.client, f"{job.database}.{trades.table}")
 
 
 def test_dev_services_start_status_stop(tmp_path):

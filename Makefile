@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test test-fast lint services-start services-stop clean
+.PHONY: bootstrap demo test test-fast bench lint services-start services-stop clean
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -22,8 +22,13 @@ test: bootstrap
 test-fast: bootstrap
 	scripts/run-tests.sh -m "not slow" $(PYTEST_ARGS)
 
+## Tuning runs and benchmarks (conf/tuning/default.yaml, ~15-20 min on 2 cores):
+## bench-results/<UTC timestamp>/ gets results.csv, results.md, plots and best-profile.yaml.
+bench: bootstrap
+	scripts/bench.sh $(BENCH_ARGS)
+
 lint: bootstrap
-	$(VENV)/bin/ruff check lib jobs tests
+	$(VENV)/bin/ruff check lib jobs tests scripts
 
 services-start:
 	scripts/dev-services.sh start

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Development services: the embedded ClickHouse (chembed) and a throwaway PostgreSQL.
-#   scripts/dev-services.sh start|stop|status
+#   scripts/dev-services.sh start|stop|status|destroy
 # start is idempotent and waits until both answer; stop ends only what start started
-# (by pid file). Ports, passwords and the data directory come from the environment:
+# (by pid file); destroy stops them and deletes their data. Ports, passwords and the data directory come from the environment:
 #   COLDTIER_CH_PORT (18123)  COLDTIER_CH_PASSWORD (coldtier)
 #   COLDTIER_PG_PORT (15432)  COLDTIER_PG_PASSWORD (coldtier)  COLDTIER_DEV_DIR (.dev)
 set -euo pipefail
@@ -94,10 +94,11 @@ INFO
 case "${1:-}" in
   start) start_ch; start_pg; print_urls ;;
   stop) stop_ch; stop_pg ;;
+  destroy) stop_ch; stop_pg; rm -rf "$CH_DIR" "$PG_DIR" "$DEV"/clickhouse.log; echo "data removed" ;;
   status)
     rc=0
     if ch_up; then echo "clickhouse: up on $CH_PORT"; else echo "clickhouse: down"; rc=1; fi
     if pg_up; then echo "postgres: up on $PG_PORT"; else echo "postgres: down"; rc=1; fi
     exit $rc ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|destroy" >&2; exit 2 ;;
 esac

@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from coldtier import config as config_mod
@@ -293,7 +294,7 @@ def spark_session(cfg: AppConfig) -> Any:
 
 
 def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batches: int | None,
-            wait_for_lock: float | None) -> int:
+            wait_for_lock: float | None, emit: Callable[[dict[str, Any]], None] = emit_json) -> int:
     ledger = _ledger(cfg)
     ledger.ensure_schema()
     tables = cfg.select(names)
@@ -310,11 +311,11 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
             lock.acquire(wait_for_lock)
         if trigger.kind != "processing-time" and not _needs_spark(cfg, names, ledger):
             for t in tables:
-                emit_json({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
+                emit({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
             return EXIT_OK
         spark = spark_session(cfg)
         shield_jvm_from_stop_signals(spark)
-        runners = [TableRunner(cfg, t, spark, ledger, FaultHook(), emit_json, lock)
+        runners = [TableRunner(cfg, t, spark, ledger, FaultHook(), emit, lock)
                    for t, lock in zip(tables, locks, strict=True)]
         done = run_tables(runners, trigger, max_batches, stop)
         print(json.dumps({"pipeline": cfg.pipeline, "batches": done, "stopped_by_signal": stop.stopped}),

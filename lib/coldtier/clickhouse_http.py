@@ -1,8 +1,8 @@
 """A small client for ClickHouse's HTTP interface, for the work that needs no Spark.
 
 Planning, status, the generator and the tests talk to ClickHouse through this; bulk
-data always moves through Spark's JDBC reader. The password travels in a header, never
-in the URL, and never appears in an error message.
+data always moves through Spark's JDBC reader (the benchmark's no-Spark peer path aside).
+The password travels in a header, never in the URL, and never appears in an error message.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,8 +63,8 @@ class ClickHouseHTTP:
     def endpoint(self) -> str:
         return self.url
 
-    def query(self, sql: str, fmt: str = "TabSeparated", data: bytes | None = None,
-              settings: dict[str, str] | None = None, query_id: str | None = None) -> bytes:
+    def _request(self, sql: str, fmt: str, data: bytes | None, settings: dict[str, str] | None,
+                 query_id: str | None) -> urllib.request.Request:
         params: dict[str, str] = {"database": self.database, "default_format": fmt}
         params.update(dict(self.settings))
         params.update(settings or {})
@@ -72,15 +74,18 @@ class ClickHouseHTTP:
         if data is not None:
             params["query"] = sql
             body = data
-        req = urllib.request.Request(
+        return urllib.request.Request(
             f"{self.url}/?{urllib.parse.urlencode(params)}",
             data=body,
             method="POST",
             headers={"X-ClickHouse-User": self.user, "X-ClickHouse-Key": self.password},
         )
+
+    @contextmanager
+    def _open(self, req: urllib.request.Request) -> Iterator[Any]:
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return resp.read()
+                yield resp
         except urllib.error.HTTPError as exc:
             code = int(exc.headers.get("X-ClickHouse-Exception-Code") or 0)
             text = exc.read().decode("utf-8", "replace").strip()
@@ -90,6 +95,17 @@ class ClickHouseHTTP:
             raise ClickHouseUnreachable(
                 f"ClickHouse at {self.endpoint} did not answer within {self.timeout_s:g}s: {reason}"
             ) from None
+
+    def query(self, sql: str, fmt: str = "TabSeparated", data: bytes | None = None,
+              settings: dict[str, str] | None = None, query_id: str | None = None) -> bytes:
+        with self._open(self._request(sql, fmt, data, settings, query_id)) as resp:
+            return resp.read()
+
+    @contextmanager
+    def stream(self, sql: str, fmt: str, settings: dict[str, str] | None = None) -> Iterator[Any]:
+        """The response body as a file-like object, for results too big to hold."""
+        with self._open(self._request(sql, fmt, None, settings, None)) as resp:
+            yield resp
 
     def execute(self, sql: str, **kw: Any) -> None:
         self.query(sql, **kw)

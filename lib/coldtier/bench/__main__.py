@@ -1,0 +1,5 @@
+import sys
+
+from coldtier.bench.harness import main
+
+sys.exit(main())

@@ -1,0 +1,347 @@
+"""``scripts/bench.sh``: tuning runs and benchmarks, measured side by side in one run.
+
+1. starts its own services (embedded ClickHouse + PostgreSQL, scripts/dev-services.sh) on
+   free ports under the run's directory, and generates the datasets inside ClickHouse;
+2. measures the no-Spark baselines: the source's export ceiling, the PyIceberg peer path;
+3. runs every cell of the matrix: one spark-submit application per group of cells sharing
+   application settings (``jobs/bench.py``), each cell a real ``run`` into a fresh Iceberg
+   table; the base group also measures the sink ceiling, the 1M-row scaling cell and the
+   warm incremental loop;
+4. times scheduled relaunches that find nothing to do, through scripts/spark-submit.sh;
+5. writes ``bench-results/<UTC timestamp>/``: results.csv, results.md, throughput.png,
+   phases.png, best-profile.yaml, raw.jsonl; prints the targets and the best cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from coldtier import deps
+from coldtier.bench import matrix as matrix_mod
+from coldtier.bench import peers, report
+from coldtier.bench.matrix import Cell, Matrix
+from coldtier.clickhouse_http import ClickHouseHTTP
+from coldtier.synth import TradeTable
+
+DB = "bench"
+BACKFILL, SCALING, INCREMENTAL = "binance", "kraken", "bybit"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def say(text: str) -> None:
+    print(f"bench: {text}", flush=True)
+
+
+@dataclasses.dataclass
+class Services:
+    """Embedded ClickHouse + PostgreSQL for this run only (scripts/dev-services.sh)."""
+
+    root: Path
+    home: Path
+    ch_port: int = 0
+    pg_port: int = 0
+    ch_password: str = dataclasses.field(default_factory=lambda: secrets.token_hex(12), repr=False)
+    pg_password: str = dataclasses.field(default_factory=lambda: secrets.token_hex(12), repr=False)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "COLDTIER_DEV_DIR": str(self.home), "COLDTIER_CH_PORT": str(self.ch_port),
+                "COLDTIER_PG_PORT": str(self.pg_port), "COLDTIER_CH_PASSWORD": self.ch_password,
+                "COLDTIER_PG_PASSWORD": self.pg_password, "BENCH_CH_PASSWORD": self.ch_password,
+                "BENCH_PG_PASSWORD": self.pg_password}
+
+    def _script(self, action: str) -> None:
+        subprocess.run([str(self.root / "scripts" / "dev-services.sh"), action], env=self.env(), check=True,
+                       stdout=subprocess.DEVNULL, timeout=300)
+
+    def start(self) -> Services:
+        self.ch_port, self.pg_port = self.ch_port or free_port(), self.pg_port or free_port()
+        self._script("start")
+        return self
+
+    def destroy(self) -> None:
+        self._script("destroy")
+
+    def client(self) -> ClickHouseHTTP:
+        return ClickHouseHTTP(f"http://127.0.0.1:{self.ch_port}", "default", self.ch_password, timeout_s=600)
+
+
+def coldtier_config(services: Services, warehouse: Path, cell: Cell, pipeline: str, source_table: str,
+                    batch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A coldtier YAML document running ``cell`` against the bench services."""
+    return {
+        "pipeline": pipeline,
+        "spark": {"master": cell.master, "conf": {**cell.spark_conf(), "spark.ui.enabled": "false",
+                                                   "spark.sql.shuffle.partitions": "2",
+                                                   "spark.driver.host": "127.0.0.1"}},
+        "sources": {"ch": {"url": f"jdbc:clickhouse://127.0.0.1:{services.ch_port}/default",
+                           "user": "default", "password": "${BENCH_CH_PASSWORD}"}},
+        "ledger": {"dsn": f"host=127.0.0.1 port={services.pg_port} dbname=coldtier user=coldtier "
+                          "password=${BENCH_PG_PASSWORD}"},
+        "catalogs": {"bench": {"type": "hadoop", "warehouse": str(warehouse)}},
+        "tables": [{"name": "trades", "source": {"connection": "ch", "table": f"{DB}.{source_table}"},
+                    "cursor": {"lag_s": 0}, "batch": batch or cell.batch_section(),
+                    "target": {"catalog": "bench", "table": f"{pipeline}.trades",
+                               "properties": cell.target_properties()}}],
+    }
+
+
+class Run:
+    def __init__(self, root: Path, matrix: Matrix, out: Path, services: Services) -> None:
+        self.root, self.matrix, self.out, self.services = root, matrix, out, services
+        self.warehouse = out / "warehouse"
+        self.configs = out / "configs"
+        self.logs = out / "logs"
+        for d in (self.warehouse, self.configs, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        self.raw = out / "raw.jsonl"
+        self.started = time.monotonic()
+        self.done = 0
+        self.total = 0
+
+    def write_config(self, name: str, doc: dict[str, Any]) -> Path:
+        path = self.configs / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    def record(self, result: dict[str, Any]) -> None:
+        with self.raw.open("a") as fh:
+            fh.write(json.dumps(result) + "\n")
+
+    # -- data ------------------------------------------------------------------------
+    def load_data(self) -> None:
+        client = self.services.client()
+        for exchange, rows in ((BACKFILL, self.matrix.rows), (SCALING, self.matrix.scaling_rows)):
+            t = TradeTable(client, exchange, DB)
+            t.create()
+            started = time.perf_counter()
+            t.bulk(rows)
+            client.execute(f"OPTIMIZE TABLE {t.fqn} FINAL")
+            say(f"generated {rows:,} trades in {t.fqn} ({time.perf_counter() - started:.1f} s)")
+
+    # -- tasks -----------------------------------------------------------------------
+    def cell_task(self, task_id: str, cell: Cell, source: str, rows: int, purge: bool,
+                  batch: dict[str, Any] | None = None, kind: str = "cell") -> dict[str, Any]:
+        doc = coldtier_config(self.services, self.warehouse, cell, f"c_{task_id.replace('-', '_')}",
+                              f"bronze_trades_{source}", batch)
+        return {"kind": kind, "id": task_id, "rows": rows, "cell": cell.as_row(), "purge": purge,
+                "config": str(self.write_config(task_id, doc))}
+
+    def plan_groups(self) -> list[tuple[Path, list[dict[str, Any]]]]:
+        """One task list per Spark application. Each starts with an unreported warm-up cell
+        (JIT, class loading), so the first measured cell is not penalised."""
+        m = self.matrix
+        plans = []
+        for i, group in enumerate(m.groups()):
+            warm = dataclasses.replace(group[0], knob="warmup", value="")
+            tasks = [self.cell_task(f"g{i}-warmup", warm, SCALING, m.scaling_rows, purge=True)]
+            tasks += [self.cell_task(c.slug, c, BACKFILL, m.rows, purge=c.knob != "base") for c in group]
+            if i == 0:
+                scale = dataclasses.replace(m.base, knob="scaling", value=f"{m.scaling_rows:,} rows")
+                tasks.append(self.cell_task("scaling", scale, SCALING, m.scaling_rows, purge=True))
+                tasks.append({"kind": "sink-ceiling", "id": "sink-ceiling", "config": tasks[1]["config"],
+                              "table": f"{DB}.bronze_trades_{BACKFILL}",
+                              "dir": str(self.out / "sink-ceiling")})
+                incr = {"max_rows": 100_000, "num_partitions": m.incremental_partitions,
+                        "options": m.base.batch_section()["options"]}
+                task = self.cell_task("incremental", m.base, INCREMENTAL, m.incremental_rows, False, incr,
+                                      kind="incremental")
+                tasks.append({**task, "batches": m.incremental_batches})
+            plans.append((Path(tasks[1]["config"]), tasks))
+        self.total = sum(1 for _, tasks in plans for t in tasks if not t["id"].endswith("-warmup"))
+        return plans
+
+    def progress(self, result: dict[str, Any]) -> None:
+        if result["task"].endswith("-warmup"):
+            return
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        what = result.get("cell") or result["task"]
+        if result.get("error"):
+            figure = f"ERROR {result['error'][:200]}"
+        elif result["kind"] == "incremental":
+            figure = f"p50 {result['p50_s']:.3f} s, p95 {result['p95_s']:.3f} s"
+        else:
+            figure = f"{result['rows_per_s']:,} rows/s ({result['seconds']:.1f} s)"
+        say(f"[{self.done}/{self.total}] {what}: {figure} — elapsed {elapsed / 60:.1f} min, "
+            f"ETA {eta / 60:.1f} min")
+
+    def run_group(self, index: int, session_config: Path,
+                  tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        plan = self.out / f"plan-g{index}.json"
+        plan.write_text(json.dumps({"tasks": tasks}, indent=1))
+        results_path = self.out / f"results-g{index}.jsonl"
+        results_path.touch()
+        env = {**self.services.env(), "PYTHONPATH": str(self.root / "lib"),
+               "COLDTIER_SPARK_LOG_LEVEL": "ERROR"}
+        cmd = [str(self.root / "scripts" / "spark-submit.sh"), "jobs/bench.py", "--config",
+               str(session_config), "--plan", str(plan), "--out", str(results_path)]
+        log = self.logs / f"worker-g{index}.log"
+        with log.open("w") as fh:
+            proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            seen = 0
+            while True:
+                finished = proc.poll() is not None
+                lines = results_path.read_text().splitlines()
+                for line in lines[seen:]:
+                    self.progress(json.loads(line))
+                seen = len(lines)
+                if finished:
+                    break
+                time.sleep(0.5)
+        results = [json.loads(line) for line in results_path.read_text().splitlines()]
+        done = {r["task"] for r in results}
+        for t in tasks:  # a worker that died leaves its remaining tasks as errors, never silently absent
+            if t["id"] not in done:
+                results.append({"task": t["id"], "kind": t["kind"], **t.get("cell", {}),
+                                "error": f"worker exited {proc.returncode} before this task; see {log}"})
+        return results
+
+    def noop_relaunches(self, config: Path) -> list[float]:
+        times = []
+        env = {**self.services.env(), "PYTHONPATH": str(self.root / "lib")}
+        for i in range(self.matrix.noop_relaunches):
+            started = time.perf_counter()
+            cmd = [str(self.root / "scripts" / "spark-submit.sh"), "jobs/offload.py", "run", "--config",
+                   str(config), "--trigger", "available-now"]
+            done = subprocess.run(cmd, cwd=self.root, env=env, capture_output=True, text=True, timeout=600)
+            took = time.perf_counter() - started
+            (self.logs / f"noop-{i}.log").write_text(done.stdout + done.stderr)
+            if done.returncode != 0 or '"caught_up":true' not in done.stdout:
+                raise RuntimeError(f"no-op relaunch {i} exited {done.returncode}; "
+                                   f"see {self.logs}/noop-{i}.log")
+            times.append(round(took, 3))
+            say(f"relaunch with nothing to do: exit 0 in {took:.2f} s")
+        return times
+
+
+def machine_label() -> str:
+    from importlib.metadata import version
+
+    import psutil
+
+    mem = psutil.virtual_memory().total / 2**30
+    return (f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.node()}: {os.cpu_count()} cores, "
+            f"{mem:.0f} GiB, Python {platform.python_version()}, PySpark {version('pyspark')}, "
+            f"chdb {version('chdb')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = deps.repo_root()
+    ap = argparse.ArgumentParser(prog="scripts/bench.sh", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--matrix", default=str(root / "conf" / "tuning" / "default.yaml"))
+    ap.add_argument("--out", default=str(root / "bench-results"), help="parent of the run's directory")
+    ap.add_argument("--rows", type=int, help="override dataset.rows")
+    ap.add_argument("--keep", action="store_true", help="keep the services' data and the Iceberg warehouse")
+    args = ap.parse_args(argv)
+    try:
+        m = matrix_mod.load(args.matrix)
+    except matrix_mod.MatrixError as exc:
+        print(f"bench: {exc} (exit 2)", file=sys.stderr)
+        return 2
+    if args.rows:
+        m = dataclasses.replace(m, rows=args.rows)
+    out = Path(args.out) / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out.mkdir(parents=True)
+    label = machine_label()
+    cells_n = len(m.cells)
+    say(f"{label}\nbench: matrix {m.path}: {cells_n} cells x {m.rows:,} rows in {len(m.groups())} "
+        f"Spark application(s); results in {out}")
+    services = Services(root, out / "services").start()
+    try:
+        run = Run(root, m, out, services)
+        run.load_data()
+        client = services.client()
+        backfill = f"{DB}.bronze_trades_{BACKFILL}"
+        extras: dict[str, Any] = {}
+        source = [peers.source_ceiling(client, backfill, m.rows) for _ in range(2)]
+        extras["source"] = min(source, key=lambda r: r["seconds"])
+        run.record(extras["source"])
+        say(f"source ceiling: {extras['source']['rows_per_s']:,} rows/s (best of 2: "
+            f"{', '.join(str(s['seconds']) for s in source)} s), {extras['source']['bytes_per_row']} B/row")
+        if m.peer:
+            try:
+                extras["peer"] = peers.peer_path(client, backfill, m.rows, out / "peer-warehouse")
+                say(f"peer path (ClickHouse → Arrow → PyIceberg): {extras['peer']['rows_per_s']:,} rows/s")
+            except Exception as exc:  # measured and reported, never fatal
+                extras["peer"] = {"kind": "peer-path", "error": f"{type(exc).__name__}: {exc}"[:500]}
+                say(f"peer path failed: {extras['peer']['error']}")
+            run.record(extras["peer"])
+            shutil.rmtree(out / "peer-warehouse", ignore_errors=True)
+        cells: list[dict[str, Any]] = []
+        base_config: Path | None = None
+        for i, (session_config, tasks) in enumerate(run.plan_groups()):
+            base_config = base_config or session_config
+            for r in run.run_group(i, session_config, tasks):
+                run.record(r)
+                if r["kind"] == "cell" and not r["task"].endswith("-warmup"):
+                    if not r.get("error"):
+                        r["mb_per_s"] = round(r["rows_per_s"] * extras["source"]["bytes_per_row"] / 1e6, 1)
+                    cells.append(r)
+                elif r["kind"] == "sink-ceiling":
+                    extras["sink"] = r
+                elif r["kind"] == "incremental":
+                    extras["incremental"] = r
+        assert base_config is not None
+        extras["noop_s"] = run.noop_relaunches(base_config)
+        run.record({"kind": "noop-relaunch", "seconds": extras["noop_s"]})
+        matrix_cells = [c for c in cells if c["knob"] != "scaling"]
+        base = next((c for c in cells if c["knob"] == "base"), None)
+        scaling = next((c for c in cells if c["knob"] == "scaling"), None)
+        checks = report.targets(matrix_cells, base, scaling, extras.get("source"), extras.get("sink"),
+                                extras.get("peer"), extras.get("incremental"), extras["noop_s"])
+        report.write_csv(out / "results.csv", cells)
+        refs = {}
+        if extras.get("sink") and not extras["sink"].get("error"):
+            s, k = extras["source"], extras["sink"]
+            refs["serial ceiling"] = 1 / (1 / s["rows_per_s"] + 1 / k["rows_per_s"])
+        if extras.get("peer") and not extras["peer"].get("error"):
+            refs["no-Spark peer"] = extras["peer"]["rows_per_s"]
+        report.plot_throughput(out / "throughput.png", matrix_cells, refs)
+        report.plot_phases(out / "phases.png", cells)
+        (out / "results.md").write_text(report.markdown(label, m, cells, extras, checks))
+        best = report.best_cell(matrix_cells)
+        if best:
+            (out / "best-profile.yaml").write_text(report.profile(best, label))
+        print((out / "results.md").read_text())
+        if best:
+            say(f"best cell: {best['cell']} — {best['rows_per_s']:,} rows/s; "
+                f"profile: {out / 'best-profile.yaml'}")
+        failed = [c for c in cells if c.get("error")] + [
+            v for v in extras.values() if isinstance(v, dict) and v.get("error")]
+        say(f"done in {(time.monotonic() - run.started) / 60:.1f} min; {len(failed)} failed task(s)")
+        return 1 if failed else 0
+    finally:
+        if args.keep:
+            say(f"services left running; stop them with COLDTIER_DEV_DIR={out / 'services'} "
+                f"COLDTIER_CH_PORT={services.ch_port} COLDTIER_PG_PORT={services.pg_port} "
+                f"scripts/dev-services.sh destroy")
+        else:
+            services.destroy()
+            shutil.rmtree(out / "warehouse", ignore_errors=True)
+            shutil.rmtree(out / "sink-ceiling", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

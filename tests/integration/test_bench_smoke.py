@@ -1,0 +1,64 @@
+"""A short run of the benchmark harness: 2 cells on tiny data, through the same code and
+scripts as `make bench`; checks the results it writes are there and well formed."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+
+import pytest
+import yaml
+
+from coldtier import config as config_mod
+from coldtier.bench.report import CSV_COLUMNS
+from helpers import ROOT
+
+pytestmark = pytest.mark.spark
+
+MATRIX = """
+dataset: {rows: 20000, scaling_rows: 5000}
+base: {master: "local[2]", driver_memory: 1g, num_partitions: 2, max_rows: 10000}
+sweep:
+  num_partitions: [1]
+incremental: {batches: 3, rows_per_batch: 300}
+noop_relaunches: 1
+"""
+
+
+def test_bench_harness_smoke(tmp_path):
+    (tmp_path / "m.yaml").write_text(MATRIX)
+    log = tmp_path / "bench.log"
+    with log.open("w") as fh:
+        code = subprocess.run([str(ROOT / "scripts" / "bench.sh"), "--matrix", str(tmp_path / "m.yaml"),
+                               "--out", str(tmp_path / "out")], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                              timeout=600).returncode
+    text = log.read_text()
+    assert code == 0, text[-4000:]
+    assert "[5/5] incremental" in text and "ETA" in text  # progress while it runs
+    (run,) = list((tmp_path / "out").iterdir())
+    with (run / "results.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert [r["cell"] for r in rows] == ["base", "num_partitions=1", "scaling=5,000 rows"]
+    for r in rows:
+        assert not r["error"] and int(r["rows"]) == (5000 if r["knob"] == "scaling" else 20000)
+        assert float(r["rows_per_s"]) > 0 and int(r["batches"]) >= 1 and int(r["files"]) >= 1
+        assert float(r["driver_peak_heap_mb"]) > 0 and float(r["driver_jvm_peak_rss_mb"]) > 0
+        assert float(r["write_s"]) > 0 and float(r["mb_per_s"]) > 0
+    for png in ("throughput.png", "phases.png"):
+        data = (run / png).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+    md = (run / "results.md").read_text()
+    for want in ("## Baselines measured in the same run", "## Targets", "no-Spark peer", "serial ceiling",
+                 "Incremental: 3 batches of 300 rows", "Relaunch with no new rows"):
+        assert want in md
+    assert "error" not in md
+    # the best cell's profile is valid coldtier YAML once merged into a config
+    profile = yaml.safe_load((run / "best-profile.yaml").read_text())
+    cfg = yaml.safe_load((run / "configs" / "base.yaml").read_text())
+    cfg["spark"] = profile["spark"]
+    cfg["tables"][0]["batch"] = profile["tables"][0]["batch"]
+    (tmp_path / "merged.yaml").write_text(yaml.safe_dump(cfg))
+    loaded = config_mod.load(tmp_path / "merged.yaml", {"BENCH_CH_PASSWORD": "x", "BENCH_PG_PASSWORD": "y"})
+    assert loaded.tables[0].batch.num_partitions == profile["tables"][0]["batch"]["num_partitions"]
+    assert not (run / "warehouse").exists()  # cleaned up: the cells' tables are not kept

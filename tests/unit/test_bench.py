@@ -1,0 +1,89 @@
+"""The benchmark's pure parts: the tuning matrix and the targets check."""
+
+from __future__ import annotations
+
+import pytest
+
+from coldtier.bench import matrix, report
+from coldtier.bench.matrix import Cell, MatrixError
+
+
+def write(tmp_path, text):
+    p = tmp_path / "m.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_sweep_varies_one_knob_at_a_time_around_the_base(tmp_path):
+    m = matrix.load(write(tmp_path, """
+base: {num_partitions: 2, max_rows: 1000}
+sweep:
+  num_partitions: [1, 2, 4]     # 2 is the base: not run twice
+  compress: [false]
+  master: ["local[1]"]
+"""))
+    assert [c.name for c in m.cells] == ["base", "num_partitions=1", "num_partitions=4", "compress=false",
+                                         "master=local[1]"]
+    assert all(c.max_rows == 1000 for c in m.cells)
+    assert m.cells[3].batch_section()["options"]["compress"] == "false"
+    groups = m.groups()
+    assert [len(g) for g in groups] == [4, 1] and groups[0][0].knob == "base"
+    assert groups[1][0].master == "local[1]"
+
+
+def test_grid_is_the_full_product(tmp_path):
+    m = matrix.load(write(tmp_path, """
+grid:
+  num_partitions: [1, 2]
+  parquet_codec: [zstd, snappy]
+"""))
+    assert len(m.cells) == 4  # base equals one combination, counted once
+    assert {(c.num_partitions, c.parquet_codec) for c in m.cells} == {(1, "zstd"), (1, "snappy"), (2, "zstd"),
+                                                                        (2, "snappy")}
+
+
+@pytest.mark.parametrize("text, words", [
+    ("sweep: {partitions: [1]}", ["m.yaml", "unknown knob 'partitions'"]),
+    ("base: {max_rows: -5}", ["base.max_rows", "-5"]),
+    ("base: {compress: 'no'}", ["base.compress"]),
+    ("sweep: {max_rows: 5}", ["sweep.max_rows", "non-empty list"]),
+    ("cells: []", ["unknown key(s) cells"]),
+    ("sweep: {max_rows: [1]}\ngrid: {max_rows: [1]}", ["either sweep or grid"]),
+])
+def test_bad_matrix_names_what_and_where(tmp_path, text, words):
+    with pytest.raises(MatrixError) as err:
+        matrix.load(write(tmp_path, text))
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+def test_max_block_size_and_app_knobs_reach_the_config():
+    c = Cell(max_block_size=8192, executor_cores=2, executor_memory="2g", executor_instances=3)
+    assert c.batch_section()["options"]["clickhouse_setting_max_block_size"] == "8192"
+    assert c.batch_section()["options"]["clickhouse_setting_use_query_condition_cache"] == "0"
+    assert c.spark_conf() == {"spark.driver.memory": "4g", "spark.executor.cores": "2",
+                              "spark.executor.memory": "2g", "spark.executor.instances": "3"}
+
+
+def cell(name, rows_per_s, rows=10_000_000, retained=300.0, knob=None):
+    return {"cell": name, "knob": knob or name, "rows": rows, "expected_rows": rows, "rows_per_s": rows_per_s,
+            "seconds": rows / rows_per_s, "driver_retained_heap_mb": retained}
+
+
+def test_targets_are_ratios_of_figures_from_the_same_run():
+    cells = [cell("base", 500_000), cell("num_partitions=4", 600_000, knob="num_partitions"),
+             {**cell("broken", 900_000), "error": "boom"}]
+    checks = report.targets(
+        cells, cells[0], cell("scaling", 450_000, rows=1_000_000, retained=280.0, knob="scaling"),
+        source={"rows": 10_000_000, "seconds": 4.0}, sink={"rows": 10_000_000, "seconds": 8.0},
+        peer={"rows_per_s": 800_000}, incremental={"rows_per_batch": 3000, "batches": 32, "p50_s": 0.6,
+                                                   "p95_s": 1.6},
+        noop_s=[2.5, 2.9])
+    got = {t.name.split(" (")[0].split(" 3,000")[0]: t for t in checks}
+    serial = got["backfill vs serial ceiling"]
+    assert serial.ok and "72%" in serial.figure and "num_partitions=4" in serial.figure  # 600K / (10M/12 s)
+    assert got["backfill vs the old system"].ok
+    assert not got["incremental"].ok  # p95 1.6 > 1.5
+    assert got["scaling 1,000,000 → 10,000,000 rows"].ok
+    assert got["driver memory as the backlog grows 10x"].ok
+    assert got["scheduled relaunch with no new rows"].ok
+    assert not got["backfill vs the no-Spark peer path"].ok and "0.75x" in got["backfill vs the no-Spark peer path"].figure

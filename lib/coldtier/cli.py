@@ -276,6 +276,30 @@ def _needs_spark(cfg: AppConfig, names: list[str] | None, ledger: Ledger) -> boo
     return False
 
 
+def caught_up_without_spark(job_args: list[str]) -> bool:
+    """For the launcher (scripts/spark-submit.sh): True, after printing what ``run`` prints,
+    when a ``run`` (once / available-now) would find nothing to do, so that a scheduled
+    relaunch need not start a JVM at all. Anything unusual (another command, a bad
+    argument, an unreachable service) answers False: the job is launched and reports it."""
+    try:
+        args = _parser().parse_args(job_args)
+        if args.command != "run" or Trigger.parse(args.trigger).kind == "processing-time":
+            return False
+        cfg = config_mod.load(args.config)
+        names = _tables(cfg, args.tables)
+        ledger = Ledger(cfg.ledger.dsn, cfg.ledger.schema, min(cfg.ledger.connect_timeout_s, 5.0), retries=0)
+        try:
+            if _needs_spark(cfg, names, ledger):  # a ledger without its tables raises: launch
+                return False
+        finally:
+            ledger.close()
+    except (Exception, SystemExit):
+        return False
+    for t in cfg.select(names):
+        emit_json({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
+    return True
+
+
 def spark_session(cfg: AppConfig) -> Any:
     from coldtier import deps
     from coldtier.spark import build_session, iceberg_catalog_conf

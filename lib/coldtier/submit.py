@@ -147,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_only:
         print(mask(shlex.join(cmd), secrets))
         return 0
+    if Path(args.job).name == "offload.py" and os.environ.get("COLDTIER_SUBMIT_PRECHECK", "1") != "0":
+        from coldtier.cli import caught_up_without_spark
+
+        if caught_up_without_spark(list(args.job_args)):
+            return 0  # a scheduled relaunch with nothing to do: no JVM started
     env = dict(os.environ)
     env["PYTHONPATH"] = str(root / "lib") + os.pathsep + env.get("PYTHONPATH", "")
     return supervise(cmd, env)

@@ -22,6 +22,7 @@ sweep:
   num_partitions: [1]
 incremental: {batches: 3, rows_per_batch: 300}
 noop_relaunches: 1
+repeat: 2
 """
 
 
@@ -34,7 +35,7 @@ def test_bench_harness_smoke(tmp_path):
                               timeout=600).returncode
     text = log.read_text()
     assert code == 0, text[-4000:]
-    assert "[5/5] incremental" in text and "ETA" in text  # progress while it runs
+    assert "[8/8] incremental" in text and "ETA" in text  # progress while it runs
     (run,) = list((tmp_path / "out").iterdir())
     with (run / "results.csv").open() as fh:
         rows = list(csv.DictReader(fh))
@@ -45,17 +46,19 @@ def test_bench_harness_smoke(tmp_path):
         assert float(r["rows_per_s"]) > 0 and int(r["batches"]) >= 1 and int(r["files"]) >= 1
         assert float(r["driver_peak_heap_mb"]) > 0 and float(r["driver_jvm_peak_rss_mb"]) > 0
         assert float(r["write_s"]) > 0 and float(r["mb_per_s"]) > 0
+        assert len(r["rows_per_s_runs"].split("/")) == 2  # repeat: 2, both runs reported
     for png in ("throughput.png", "phases.png"):
         data = (run / png).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
     md = (run / "results.md").read_text()
     for want in ("## Baselines measured in the same run", "## Targets", "no-Spark peer", "serial ceiling",
+                 "through the JDBC driver", "peaked at",
                  "Incremental: 3 batches of 300 rows", "Relaunch with no new rows"):
         assert want in md
     assert "error" not in md
     # the best cell's profile is valid coldtier YAML once merged into a config
     profile = yaml.safe_load((run / "best-profile.yaml").read_text())
-    cfg = yaml.safe_load((run / "configs" / "base.yaml").read_text())
+    cfg = yaml.safe_load((run / "configs" / "base-r1.yaml").read_text())
     cfg["spark"] = profile["spark"]
     cfg["tables"][0]["batch"] = profile["tables"][0]["batch"]
     (tmp_path / "merged.yaml").write_text(yaml.safe_dump(cfg))

@@ -70,6 +70,39 @@ def test_print_only_masks_secrets(job):
     assert job.postgres.password not in out
 
 
+def test_relaunch_with_nothing_to_do_starts_no_jvm(job, spark, capsys, tmp_path):
+    """The launcher asks the ledger and ClickHouse first: a scheduled relaunch that finds
+    nothing exits 0 without starting spark-submit; with rows to move it hands over."""
+    from jobkit import run_inprocess
+
+    trades = job.trades()
+    trades.bulk(1000)
+    cfg = job.write_config([job.table_entry("noop", trades.table)])
+    code, _, err = run_inprocess(capsys, cfg)
+    assert code == 0, err
+    fake_home = tmp_path / "spark"
+    (fake_home / "bin").mkdir(parents=True)
+    marker = tmp_path / "spark-submit-started"
+    script = fake_home / "bin" / "spark-submit"
+    script.write_text(f"#!/bin/sh\necho \"$@\" > {marker}\nexit 99\n")
+    script.chmod(0o755)
+    env = {**job.env(), "SPARK_HOME": str(fake_home)}
+    launch = [str(ROOT / "scripts" / "spark-submit.sh"), "jobs/offload.py", "run", "--config", str(cfg),
+              "--trigger", "available-now"]
+    done = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert progress_lines(done.stdout) == [{"pipeline": job.pipeline, "table": "noop", "rows": 0,
+                                            "caught_up": True}]
+    assert not marker.exists()
+    trades.bulk(10, end_ms_ago=1000)
+    done = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 99 and "jobs/offload.py run" in marker.read_text()
+    marker.unlink()
+    processing = [*launch[:-1], "processing-time=15s"]  # a loop always launches
+    looped = subprocess.run(processing, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert looped.returncode == 99 and marker.exists()
+
+
 @pytest.mark.slow
 def test_live_feed_processing_time_then_drain(job, spark):
     """~200 rows/s arrive for 60 s while processing-time=2s runs through spark-submit; then

@@ -87,3 +87,28 @@ def test_targets_are_ratios_of_figures_from_the_same_run():
     assert got["driver memory as the backlog grows 10x"].ok
     assert got["scheduled relaunch with no new rows"].ok
     assert not got["backfill vs the no-Spark peer path"].ok and "0.75x" in got["backfill vs the no-Spark peer path"].figure
+
+
+def test_combined_cell_takes_each_knob_that_beat_the_base_beyond_noise():
+    base = Cell()
+    results = [{"cell": "base", "knob": "base", "rows_per_s": 500_000},
+               {"cell": "num_partitions=4", "knob": "num_partitions", "num_partitions": 4, "rows_per_s": 600_000},
+               {"cell": "num_partitions=1", "knob": "num_partitions", "num_partitions": 1, "rows_per_s": 380_000},
+               {"cell": "compress=false", "knob": "compress", "compress": False, "rows_per_s": 560_000},
+               {"cell": "fetchsize=100", "knob": "fetchsize", "fetchsize": 100, "rows_per_s": 510_000}]  # noise
+    c = matrix.combined(base, results)
+    assert c is not None and (c.num_partitions, c.compress, c.fetchsize) == (4, False, base.fetchsize)
+    assert c.name == "combined=num_partitions=4,compress=false"
+    assert matrix.combined(base, results[:3]) is None  # one winner: already measured
+    assert matrix.combined(base, [results[0], results[4]]) is None
+
+
+def test_repetitions_report_the_lower_median_run():
+    from coldtier.bench.harness import aggregate
+
+    runs = [{"cell": "base", "rows_per_s": 500}, {"cell": "base", "rows_per_s": 540},
+            {"cell": "x", "rows_per_s": 10}, {"cell": "x", "error": "boom"}]
+    got = {r["cell"]: r for r in aggregate(runs)}
+    assert got["base"]["rows_per_s"] == 500 and got["base"]["rows_per_s_runs"] == "500/540"
+    assert got["base"]["spread_pct"] == 8.0
+    assert got["x"]["error"] == "boom"

@@ -148,16 +148,17 @@ class Run:
 
     def plan_groups(self) -> list[tuple[Path, list[dict[str, Any]]]]:
         """One task list per Spark application. Each starts with an unreported warm-up cell
-        (JIT, class loading), so the first measured cell is not penalised."""
+        (JIT, class loading), so the first measured cell is not penalised; repetitions are
+        interleaved (all cells once, then again), so a drift in the machine's speed spreads
+        over every cell instead of biasing one."""
         m = self.matrix
         plans = []
         for i, group in enumerate(m.groups()):
-            warm = dataclasses.replace(group[0], knob="warmup", value="")
-            tasks = [self.cell_task(f"g{i}-warmup", warm, SCALING, m.scaling_rows, purge=True)]
-            tasks += [self.cell_task(c.slug, c, BACKFILL, m.rows, purge=c.knob != "base") for c in group]
+            tasks = self.cell_tasks(f"g{i}", group)
             if i == 0:
                 scale = dataclasses.replace(m.base, knob="scaling", value=f"{m.scaling_rows:,} rows")
-                tasks.append(self.cell_task("scaling", scale, SCALING, m.scaling_rows, purge=True))
+                tasks += [self.cell_task(f"scaling-r{r + 1}", scale, SCALING, m.scaling_rows, purge=True)
+                          for r in range(m.repeat)]
                 tasks.append({"kind": "sink-ceiling", "id": "sink-ceiling", "config": tasks[1]["config"],
                               "table": f"{DB}.bronze_trades_{BACKFILL}",
                               "dir": str(self.out / "sink-ceiling")})
@@ -170,6 +171,15 @@ class Run:
         self.total = sum(1 for _, tasks in plans for t in tasks if not t["id"].endswith("-warmup"))
         return plans
 
+    def cell_tasks(self, prefix: str, group: tuple[Cell, ...]) -> list[dict[str, Any]]:
+        warm = dataclasses.replace(group[0], knob="warmup", value="")
+        tasks = [self.cell_task(f"{prefix}-warmup", warm, SCALING, self.matrix.scaling_rows, purge=True)]
+        for r in range(self.matrix.repeat):
+            # the base cell's first table stays: the no-op relaunches run against it
+            tasks += [self.cell_task(f"{c.slug}-r{r + 1}", c, BACKFILL, self.matrix.rows,
+                                     purge=not (c.knob == "base" and r == 0)) for c in group]
+        return tasks
+
     def progress(self, result: dict[str, Any]) -> None:
         if result["task"].endswith("-warmup"):
             return
@@ -177,6 +187,8 @@ class Run:
         elapsed = time.monotonic() - self.started
         eta = elapsed / self.done * (self.total - self.done)
         what = result.get("cell") or result["task"]
+        if result["kind"] == "cell" and self.matrix.repeat > 1:
+            what += f" (run {result['task'].rsplit('-r', 1)[-1]}/{self.matrix.repeat})"
         if result.get("error"):
             figure = f"ERROR {result['error'][:200]}"
         elif result["kind"] == "incremental":
@@ -217,6 +229,24 @@ class Run:
                                 "error": f"worker exited {proc.returncode} before this task; see {log}"})
         return results
 
+    def collect(self, results: list[dict[str, Any]], extras: dict[str, Any]) -> list[dict[str, Any]]:
+        """Records a group's results; returns its measured cell runs, baselines go to extras."""
+        runs = []
+        for r in results:
+            self.record(r)
+            if r["kind"] == "cell" and not r["task"].endswith("-warmup"):
+                if not r.get("error"):
+                    r["mb_per_s"] = round(r["rows_per_s"] * extras["source"]["bytes_per_row"] / 1e6, 1)
+                runs.append(r)
+            elif r["kind"] == "sink-ceiling":
+                extras["sink"] = r
+                if not r.get("error"):
+                    extras["jdbc"] = {"rows": r["rows"], "seconds": r["jdbc_read_s"],
+                                      "rows_per_s": r["jdbc_read_rows_per_s"]}
+            elif r["kind"] == "incremental":
+                extras["incremental"] = r
+        return runs
+
     def noop_relaunches(self, config: Path) -> list[float]:
         times = []
         env = {**self.services.env(), "PYTHONPATH": str(self.root / "lib")}
@@ -233,6 +263,30 @@ class Run:
             times.append(round(took, 3))
             say(f"relaunch with nothing to do: exit 0 in {took:.2f} s")
         return times
+
+
+def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per cell from its repetitions: the run with the lower median throughput
+    (``median_low``: with 2 runs, the slower — conservative), every run's rows/s in
+    ``rows_per_s_runs`` and their spread. A cell with a failed run is reported failed."""
+    import statistics
+
+    by_cell: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_cell.setdefault(r["cell"], []).append(r)
+    out = []
+    for reps in by_cell.values():
+        failed = [r for r in reps if r.get("error")]
+        if failed:
+            out.append(failed[0])
+            continue
+        rates = [r["rows_per_s"] for r in reps]
+        mid = statistics.median_low(rates)
+        row = dict(next(r for r in reps if r["rows_per_s"] == mid))
+        row["rows_per_s_runs"] = "/".join(str(x) for x in rates)
+        row["spread_pct"] = round(100 * (max(rates) - min(rates)) / mid, 1)
+        out.append(row)
+    return out
 
 
 def machine_label() -> str:
@@ -289,20 +343,20 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"peer path failed: {extras['peer']['error']}")
             run.record(extras["peer"])
             shutil.rmtree(out / "peer-warehouse", ignore_errors=True)
-        cells: list[dict[str, Any]] = []
+        runs: list[dict[str, Any]] = []
         base_config: Path | None = None
-        for i, (session_config, tasks) in enumerate(run.plan_groups()):
+        plans = run.plan_groups()
+        for i, (session_config, tasks) in enumerate(plans):
             base_config = base_config or session_config
-            for r in run.run_group(i, session_config, tasks):
-                run.record(r)
-                if r["kind"] == "cell" and not r["task"].endswith("-warmup"):
-                    if not r.get("error"):
-                        r["mb_per_s"] = round(r["rows_per_s"] * extras["source"]["bytes_per_row"] / 1e6, 1)
-                    cells.append(r)
-                elif r["kind"] == "sink-ceiling":
-                    extras["sink"] = r
-                elif r["kind"] == "incremental":
-                    extras["incremental"] = r
+            runs += run.collect(run.run_group(i, session_config, tasks), extras)
+        cells = aggregate(runs)
+        winner = matrix_mod.combined(m.base, cells)
+        if winner is not None:
+            say(f"combining the knobs that beat the base: {winner.value}")
+            tasks = run.cell_tasks("combined", (winner,))
+            run.total += m.repeat
+            runs += run.collect(run.run_group(len(plans), Path(tasks[1]["config"]), tasks), extras)
+            cells = aggregate(runs)
         assert base_config is not None
         extras["noop_s"] = run.noop_relaunches(base_config)
         run.record({"kind": "noop-relaunch", "seconds": extras["noop_s"]})

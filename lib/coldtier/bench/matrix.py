@@ -98,6 +98,7 @@ class Matrix:
     incremental_partitions: int = 1
     noop_relaunches: int = 3
     peer: bool = True
+    repeat: int = 2
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def groups(self) -> list[tuple[Cell, ...]]:
@@ -171,7 +172,7 @@ def cells_from(path: str, base: Cell, sweep: Mapping[str, Any] | None,
     return tuple(out)
 
 
-_TOP = {"dataset", "base", "sweep", "grid", "incremental", "noop_relaunches", "peer"}
+_TOP = {"dataset", "base", "sweep", "grid", "incremental", "noop_relaunches", "peer", "repeat"}
 
 
 def load(path: str | Path) -> Matrix:
@@ -200,4 +201,35 @@ def load(path: str | Path) -> Matrix:
         incremental_batches=int(incr.get("batches", 32)),
         incremental_rows=int(incr.get("rows_per_batch", 3000)),
         incremental_partitions=int(incr.get("num_partitions", 1)),
-        noop_relaunches=int(doc.get("noop_relaunches", 3)), peer=bool(doc.get("peer", True)))
+        noop_relaunches=int(doc.get("noop_relaunches", 3)), peer=bool(doc.get("peer", True)),
+        repeat=_positive(p, "repeat", doc.get("repeat", 2)))
+
+
+def _positive(path: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MatrixError(f"{path}: {key}: {value!r} is not a positive integer")
+    return value
+
+
+def combined(base: Cell, results: list[dict[str, Any]], margin: float = 0.03) -> Cell | None:
+    """The base cell with every swept knob set to its winning value: the one whose cell beat
+    the base's throughput by more than ``margin`` (noise), if any. None when no knob won or
+    the combination is a cell already measured."""
+    by_name = {r["cell"]: r for r in results if not r.get("error")}
+    base_rate = by_name.get("base", {}).get("rows_per_s")
+    if not base_rate:
+        return None
+    winners: dict[str, Any] = {}
+    for knob in KNOBS:
+        tried = [r for r in by_name.values() if r.get("knob") == knob]
+        if tried:
+            best = max(tried, key=lambda r: r["rows_per_s"])
+            if best["rows_per_s"] > base_rate * (1 + margin):
+                winners[knob] = best[knob]
+    if not winners:
+        return None
+    label = ",".join(f"{k}={_text(v)}" for k, v in winners.items())
+    cell = replace(base, **winners, knob="combined", value=label)
+    if len(winners) == 1:
+        return None  # that cell was measured already
+    return cell

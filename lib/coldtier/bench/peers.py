@@ -12,6 +12,7 @@ range queries.
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,9 @@ def peer_path(client: ClickHouseHTTP, table: str, rows: int, warehouse: Path) ->
                                   properties={"write.parquet.compression-codec": "zstd"})
     target.append(data)
     seconds = time.perf_counter() - started
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     written = sum(p.stat().st_size for p in warehouse.rglob("*.parquet"))
     return {"kind": "peer-path", "rows": data.num_rows, "seconds": round(seconds, 3),
             "rows_per_s": round(data.num_rows / seconds), "read_s": round(read_s, 3),
-            "write_s": round(seconds - read_s, 3), "bytes_written": written}
+            "write_s": round(seconds - read_s, 3), "bytes_written": written,
+            "peak_rss_mb": round(peak_rss_mb)}

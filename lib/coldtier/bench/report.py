@@ -23,7 +23,8 @@ OLD_INCREMENTAL_S = 5.0
 CSV_COLUMNS = (
     "cell", "knob", "value", "master", "driver_memory", "executor_cores", "executor_memory",
     "executor_instances", "num_partitions", "max_rows", "fetchsize", "parquet_codec", "compress",
-    "max_block_size", "rows", "seconds", "rows_per_s", "mb_per_s", "batches", "plan_s", "read_s",
+    "max_block_size", "rows", "seconds", "rows_per_s", "rows_per_s_runs", "spread_pct", "mb_per_s",
+    "batches", "plan_s", "read_s",
     "write_s", "commit_s", "files", "bytes_written", "driver_peak_heap_mb", "driver_retained_heap_mb",
     "driver_jvm_peak_rss_mb",
     "driver_python_peak_rss_mb", "executor_peak_heap_mb", "error",
@@ -188,21 +189,25 @@ def markdown(label: str, matrix: Matrix, cells: Sequence[Mapping[str, Any]], ext
     lines = [f"# coldtier benchmark — {label}", "",
              f"Matrix `{matrix.path}`; {matrix.rows:,} rows per backfill cell. Throughput = rows moved / "
              f"wall time of a whole `run --trigger available-now` (plan, read, write, commit, every batch).",
-             "", "| cell | rows/s | MB/s | s | batches | plan s | read s | write s | commit s | files "
+             f"Each cell ran {matrix.repeat} time(s), interleaved; the table shows the run with the lower "
+             f"median throughput and every run's rows/s.",
+             "", "| cell | rows/s | runs | MB/s | s | batches | plan s | read s | write s | commit s | files "
              "| MB written | peak heap MB | JVM RSS MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in cells:
         if c.get("error"):
-            lines.append(f"| {c['cell']} | error: {c['error'][:120]} |" + " |" * 11)
+            lines.append(f"| {c['cell']} | error: {c['error'][:120]} |" + " |" * 12)
             continue
         lines.append(
-            f"| {c['cell']} | {c['rows_per_s']:,} | {c.get('mb_per_s', '')} | {c['seconds']:.1f} "
+            f"| {c['cell']} | {c['rows_per_s']:,} | {c.get('rows_per_s_runs', '')} | {c.get('mb_per_s', '')} "
+            f"| {c['seconds']:.1f} "
             f"| {c['batches']} | {c['plan_s']:.2f} | {c['read_s']:.2f} | {c['write_s']:.1f} "
             f"| {c['commit_s']:.2f} | {c['files']} | {c['bytes_written'] / 1e6:.0f} "
             f"| {c['driver_peak_heap_mb']:.0f} | {c['driver_jvm_peak_rss_mb']:.0f} |")
     lines += ["", "## Baselines measured in the same run", "", "| path | rows | s | rows/s |",
               "|---|---:|---:|---:|"]
     for key, name in (("source", "ClickHouse export `SELECT *` (RowBinaryWithNamesAndTypes over HTTP)"),
+                      ("jdbc", "Spark reads them through the JDBC driver, discards them (noop sink)"),
                       ("sink", "Spark writes the cached rows to Parquet zstd"),
                       ("peer", "no-Spark peer: ClickHouse → Arrow → PyIceberg append")):
         b = extras.get(key)
@@ -213,6 +218,11 @@ def markdown(label: str, matrix: Matrix, cells: Sequence[Mapping[str, Any]], ext
     lines.append(f"| old system (published): backfill | {OLD_BACKFILL_ROWS:,} | {OLD_BACKFILL_S:.0f} "
                  f"| {OLD_BACKFILL_ROWS / OLD_BACKFILL_S:,.0f} |")
     sink = extras.get("sink") or {}
+    peer = extras.get("peer") or {}
+    if peer.get("peak_rss_mb"):
+        lines += ["", f"The peer path holds the whole table in memory: the harness process peaked at "
+                      f"{peer['peak_rss_mb']:,.0f} MB RSS for {peer['rows']:,} rows (coldtier's batches are "
+                      f"bounded by max_rows)."]
     if sink.get("smallest_job_s") is not None:
         lines += ["", f"A warm session's smallest job (read 3K rows of Parquet, write them): "
                       f"{sink['smallest_job_s']:.3f} s (median of 5)."]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what coldtier needs on a fresh machine, idempotently:
-#   - Java 17 and PostgreSQL from Debian (as root, only when absent)
+#   - Java 17, PostgreSQL and promtool (Debian's prometheus) from Debian (as root, when absent)
 #   - .venv from requirements.txt (re-run when requirements.txt changes)
 #   - the Spark-side jars, resolved once into the Ivy cache (--packages)
 set -euo pipefail
@@ -10,6 +10,8 @@ apt_pkgs=()
 command -v java >/dev/null 2>&1 || apt_pkgs+=(openjdk-17-jre-headless)
 command -v curl >/dev/null 2>&1 || apt_pkgs+=(curl)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || apt_pkgs+=(postgresql)
+# promtool checks conf/prometheus/alerts.yml in the tests (a structural check runs without it)
+if [ "$(id -u)" = 0 ] && ! command -v promtool >/dev/null 2>&1; then apt_pkgs+=(prometheus); fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "bootstrap: missing ${apt_pkgs[*]}; install them as root (apt-get install ${apt_pkgs[*]})" >&2

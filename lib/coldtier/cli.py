@@ -42,6 +42,7 @@ from coldtier.loop import (
     run_tables,
     source_client,
 )
+from coldtier.metrics import RunMetrics
 from coldtier.offset import CursorSpec, Offset
 from coldtier.sink_iceberg import SchemaConflict
 from coldtier.source import SourceSchemaError
@@ -330,25 +331,54 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
     if pidfile:
         with open(pidfile, "w") as fh:
             fh.write(str(os.getpid()))
+    metrics = RunMetrics(cfg.metrics, cfg.pipeline)
+    runners: list[TableRunner] = []
+    report: bool = False  # a run that never got its locks reports nothing: the holder does
+    ok = False
+
+    def out(doc: dict[str, Any]) -> None:
+        emit(doc)
+        metrics.observe(doc)
+
     try:
         for lock in locks:
             lock.acquire(wait_for_lock)
+        report = True
+        for t in tables:
+            recent = ledger.recent(cfg.pipeline, t.name, 2)
+            last = next((b for b in recent if b["status"] == "committed"), None)
+            if last is not None and last["committed_at"] is not None:
+                metrics.seed(t.name, last["batch_id"], last["committed_at"].timestamp())
+        metrics.serve()
         if trigger.kind != "processing-time" and not _needs_spark(cfg, names, ledger):
             for t in tables:
-                emit({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
+                out({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
+            ok = True
             return EXIT_OK
         spark = spark_session(cfg)
         shield_jvm_from_stop_signals(spark)
-        runners = [TableRunner(cfg, t, spark, ledger, FaultHook(), emit, lock)
-                   for t, lock in zip(tables, locks, strict=True)]
+        for t, lock in zip(tables, locks, strict=True):
+            runners.append(TableRunner(cfg, t, spark, ledger, FaultHook(), out, lock))
         done = run_tables(runners, trigger, max_batches, stop)
         print(json.dumps({"pipeline": cfg.pipeline, "batches": done, "stopped_by_signal": stop.stopped}),
               file=sys.stderr)
+        ok = True
         return EXIT_OK
+    except BaseException:
+        if report:
+            active = next((r for r in runners if r.phase != "idle"), None)
+            metrics.failed(active.table.name if active else "*", active.phase if active else "setup")
+        raise
     finally:
         for lock in locks:
             lock.release()
         ledger.close()
+        if report:
+            try:
+                metrics.finish(ok)
+            except Exception as exc:  # metrics never change the run's outcome
+                print(f"coldtier: WARNING: could not deliver metrics: {mask(str(exc), cfg.secrets())}",
+                      file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,6 +95,16 @@ class TableConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Where a run's Prometheus metrics go (docs/ops/metrics.md): any combination."""
+
+    textfile: str | None = None  # node_exporter textfile-collector file (*.prom), rewritten per batch
+    pushgateway: str | None = None  # http(s)://host:9091, pushed at the end of a run
+    port: int | None = None  # serve /metrics while the run lasts (processing-time loops)
+    job: str = "coldtier"
+
+
+@dataclass(frozen=True)
 class AppConfig:
     path: str
     pipeline: str
@@ -103,6 +113,7 @@ class AppConfig:
     ledger: LedgerConfig
     catalogs: Mapping[str, Mapping[str, str]]
     tables: tuple[TableConfig, ...]
+    metrics: MetricsConfig = MetricsConfig()
 
     def table(self, name: str) -> TableConfig:
         for t in self.tables:
@@ -312,7 +323,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         raise ConfigError(f"{file}: the config file is empty.")
     r = _Reader(file, env)
     root = r.mapping(_convert(root_node, "", file), "",
-                     ("pipeline", "spark", "sources", "ledger", "catalogs", "tables"))
+                     ("pipeline", "spark", "sources", "ledger", "catalogs", "tables", "metrics"))
 
     pipeline = r.string(root, "pipeline", "", required=True)
     assert pipeline is not None
@@ -428,4 +439,15 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         keep_nanos = bool(tm["keep_nanos"].value) if "keep_nanos" in tm else False
         tables.append(TableConfig(name, conn, src_table, cursor, batch, target, keep_nanos))
 
-    return AppConfig(file, pipeline, spark, sources, ledger, catalogs, tuple(tables))
+    metrics = MetricsConfig()
+    if "metrics" in root:
+        mm = r.mapping(root["metrics"], "metrics", ("textfile", "pushgateway", "port", "job"))
+        gateway = r.string(mm, "pushgateway", "metrics.")
+        if gateway and not re.match(r"^https?://[^/\s]+", gateway):
+            raise r.fail(mm["pushgateway"], "metrics.pushgateway", f"{gateway!r} is not an http(s):// URL.")
+        port = r.number(mm, "port", "metrics.", 0, int, 0)
+        if port > 65535:
+            raise r.fail(mm["port"], "metrics.port", f"{port} is not a TCP port.")
+        metrics = MetricsConfig(r.string(mm, "textfile", "metrics."), gateway, port or None,
+                                r.string(mm, "job", "metrics.", "coldtier") or "coldtier")
+    return AppConfig(file, pipeline, spark, sources, ledger, catalogs, tuple(tables), metrics)

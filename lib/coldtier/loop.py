@@ -247,6 +247,7 @@ class TableRunner:
         self.pipeline = self.cfg.pipeline
         self.ttl_expr = self.planner.ttl_expression()
         self._ttl: dict[str, Any] = {}
+        self.phase = "idle"  # the phase in flight, named in the failure metrics
 
     # -- consistency -------------------------------------------------------------------
     def committed_watermark(self) -> tuple[int, Offset | None]:
@@ -289,6 +290,7 @@ class TableRunner:
     # -- one batch ---------------------------------------------------------------------
     def recover(self) -> BatchResult | None:
         """Finish a batch that was planned but not committed (a crash or failure)."""
+        self.phase = "recover"
         self.verify()
         last = self.ledger.last_batch(self.pipeline, self.table.name)
         if last is None or last.status == "committed":
@@ -297,7 +299,9 @@ class TableRunner:
         t0 = time.perf_counter()
         if found is not None:
             m = BatchMetrics(found.added_rows, found.snapshot_id, 0.0, 0.0, 0.0, 0.0, 0.0, None, None)
+            self.phase = "commit"
             self.ledger.commit(last, m)
+            self.phase = "idle"
             progress = self._progress(last, m, recovered="ledger-completed")
             self.emit(progress)
             return BatchResult(self.table.name, last.batch_id, found.added_rows, progress)
@@ -308,17 +312,20 @@ class TableRunner:
     def step(self, ceiling: Offset | None = None) -> BatchResult | None:
         """Plan and run the next batch; None when there is nothing to read."""
         t0 = time.perf_counter()
+        self.phase = "plan"
         if self.lock is not None:
             self.lock.ensure()
         last_id, lo = self.committed_watermark()
         planned = self.planner.plan(lo, ceiling)
         if planned.rng is None:
+            self.phase = "idle"
             return None
         self._check_ttl(lo)
         batch = Batch(self.pipeline, self.table.name, last_id + 1, "planned", planned.rng,
                       planned.partitions, planned.rows)
         plan_s = time.perf_counter() - t0
         t1 = time.perf_counter()
+        self.phase = "read"
         df = self._frame(batch)  # schema checked before the plan is recorded
         read_s = time.perf_counter() - t1
         self.ledger.record_plan(batch)
@@ -345,6 +352,7 @@ class TableRunner:
 
     def _frame(self, batch: Batch) -> Any:
         """The batch's DataFrame (lazy: only its schema is fetched), target made to fit it."""
+        self.phase = "read"
         df = self.source.read(self.spark, batch)
         self.sink.ensure(df.schema)
         return df
@@ -354,11 +362,13 @@ class TableRunner:
         """read_s covers the JDBC schema query and setup; the rows themselves stream from
         ClickHouse into the Iceberg writer inside one Spark job, timed as write_s."""
         t2 = time.perf_counter()
+        self.phase = "write"
         with self.hook.watch_write(self.spark, self.table.name, batch.batch_id):
             info = self.sink.append(df, batch)  # reads from ClickHouse and writes, in one Spark job
         write_s = time.perf_counter() - t2
         self.hook(self.table.name, batch.batch_id, "after-sink-commit")
         t3 = time.perf_counter()
+        self.phase = "commit"
         lag = None
         if batch.rng.hi.ts is not None and now_ms is not None:
             lag = round(now_ms / 1000 - self.spec.ticks_to_seconds(batch.rng.hi.ts), 3)
@@ -367,6 +377,7 @@ class TableRunner:
                          round(write_s, 4), round(time.perf_counter() - t3, 4),
                          round(time.perf_counter() - started, 4), lag, backlog)
         self.ledger.commit(batch, m)
+        self.phase = "idle"
         self.hook(self.table.name, batch.batch_id, "after-ledger-commit")
         progress = self._progress(batch, m, recovered=recovered)
         self.emit(progress)

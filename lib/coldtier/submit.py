@@ -107,7 +107,20 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str]) -> tuple[li
         or "local[*]"
     mode = args.deploy_mode or env.get("COLDTIER_DEPLOY_MODE") or (cfg.spark.deploy_mode if cfg else None) \
         or "client"
+    if mode == "cluster" and master.startswith("spark://"):
+        raise ConfigError(
+            f"deploy mode 'cluster' on the standalone master {master}: Spark runs Python applications "
+            f"on standalone clusters in client mode only (spark-submit refuses: \"Cluster deploy mode is "
+            f"currently not supported for python applications on standalone clusters\"). Use "
+            f"--deploy-mode client (the driver runs where this script runs; executors on the cluster), "
+            f"or YARN / Kubernetes for a driver inside the cluster (docs/deploy.md).")
+    if mode not in ("client", "cluster"):
+        raise ConfigError(f"deploy mode {mode!r}: use client or cluster")
     cmd = [spark_submit_binary(), "--master", master, "--deploy-mode", mode]
+    conf = dict(cfg.spark.conf) if cfg else {}
+    conf.update(dict(args.conf))
+    # packages named in YAML (e.g. iceberg-aws-bundle for S3) join the pinned ones
+    extra = [p for p in conf.pop("spark.jars.packages", "").split(",") if p.strip()]
     jars_dir = env.get("COLDTIER_JARS_DIR")
     if jars_dir:
         jars = sorted(str(p) for p in Path(jars_dir).glob("*.jar"))
@@ -115,10 +128,9 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str]) -> tuple[li
             raise ConfigError(f"COLDTIER_JARS_DIR={jars_dir} holds no jars (run scripts/fetch-jars.sh)")
         cmd += ["--jars", ",".join(jars)]
     else:
-        cmd += ["--packages", deps.load(root / "conf" / "dependencies.yaml").packages_arg]
+        pinned = deps.load(root / "conf" / "dependencies.yaml").packages
+        cmd += ["--packages", ",".join([*pinned, *(p.strip() for p in extra if p.strip() not in pinned)])]
     cmd += ["--py-files", str(build_lib_zip(root))]
-    conf = dict(cfg.spark.conf) if cfg else {}
-    conf.update(dict(args.conf))
     python = env.get("PYSPARK_PYTHON") or sys.executable
     conf.setdefault("spark.pyspark.python", python)
     for k, v in conf.items():

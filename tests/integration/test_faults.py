@@ -349,9 +349,10 @@ def test_ttl_race_warns_every_batch(job, spark, capsys):
     trades = TradeTable(job.client, "binance", job.database, ttl="INTERVAL 2 HOUR")
     trades.create()
     trades.bulk(6000, step_ms=1000)  # the oldest row is ~110 minutes old: it expires in ~10 minutes
+    prom = job.tmp / "ttl.prom"
     cfg = job.write_config([
         job.table_entry("ttl", trades.table, cursor={"ttl_margin_s": 3600}, batch={"max_rows": 3000}),
-    ])
+    ], metrics={"textfile": str(prom)})
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0, err
     assert len(progress) == 2
@@ -359,6 +360,11 @@ def test_ttl_race_warns_every_batch(job, spark, capsys):
     for p in progress:
         assert p["ttl_warning"] is True and 0 < p["ttl_margin_s"] < 3600
     assert progress[1]["ttl_margin_s"] > progress[0]["ttl_margin_s"]  # the oldest unread row got younger
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gauges = {s.name: s.value for f in text_string_to_metric_families(prom.read_text()) for s in f.samples}
+    assert gauges["coldtier_ttl_margin_seconds"] == progress[1]["ttl_margin_s"]  # the metrics carry it too
+    assert gauges["coldtier_ttl_warning"] == 1
     relaxed = job.write_config([job.table_entry("ttl2", trades.table, cursor={"ttl_margin_s": 60})])
     code, progress, err = run_inprocess(capsys, relaxed, "--trigger", "available-now")
     assert code == 0 and "WARNING" not in err

@@ -94,11 +94,11 @@ def test_combined_cell_takes_each_knob_that_beat_the_base_beyond_noise():
     results = [{"cell": "base", "knob": "base", "rows_per_s": 500_000},
                {"cell": "num_partitions=4", "knob": "num_partitions", "num_partitions": 4, "rows_per_s": 600_000},
                {"cell": "num_partitions=1", "knob": "num_partitions", "num_partitions": 1, "rows_per_s": 380_000},
-               {"cell": "compress=false", "knob": "compress", "compress": False, "rows_per_s": 560_000},
-               {"cell": "fetchsize=100", "knob": "fetchsize", "fetchsize": 100, "rows_per_s": 510_000}]  # noise
+               {"cell": "compress=false", "knob": "compress", "compress": False, "rows_per_s": 540_000},
+               {"cell": "fetchsize=100", "knob": "fetchsize", "fetchsize": 100, "rows_per_s": 520_000}]  # noise
     c = matrix.combined(base, results)
     assert c is not None and (c.num_partitions, c.compress, c.fetchsize) == (4, False, base.fetchsize)
-    assert c.name == "combined=num_partitions=4,compress=false"
+    assert c.name == "combined" and c.value == "num_partitions=4,compress=false"
     assert matrix.combined(base, results[:3]) is None  # one winner: already measured
     assert matrix.combined(base, [results[0], results[4]]) is None
 

@@ -47,7 +47,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return "base" if self.knob == "base" else f"{self.knob}={self.value}"
+        return self.knob if self.knob in ("base", "combined") else f"{self.knob}={self.value}"
 
     @property
     def slug(self) -> str:
@@ -211,7 +211,7 @@ def _positive(path: str, key: str, value: Any) -> int:
     return value
 
 
-def combined(base: Cell, results: list[dict[str, Any]], margin: float = 0.03) -> Cell | None:
+def combined(base: Cell, results: list[dict[str, Any]], margin: float = 0.05) -> Cell | None:
     """The base cell with every swept knob set to its winning value: the one whose cell beat
     the base's throughput by more than ``margin`` (noise), if any. None when no knob won or
     the combination is a cell already measured."""

@@ -127,14 +127,16 @@ def plot_throughput(path: Path, cells: Sequence[Mapping[str, Any]], refs: Mappin
 
     good = [c for c in ok_cells(cells) if c["knob"] != "scaling"]
     base = next((c for c in good if c["knob"] == "base"), None)
-    knobs = list(dict.fromkeys(c["knob"] for c in good if c["knob"] != "base")) or ["base"]
-    fig, axes = plt.subplots(1, len(knobs), figsize=(max(8.0, 2.6 * len(knobs) + 1), 4.6), sharey=True,
-                             squeeze=False)
+    knobs = list(dict.fromkeys(c["knob"] for c in good if c["knob"] not in ("base", "combined"))) or ["base"]
+    if any(c["knob"] == "combined" for c in good):
+        knobs.append("combined")
+    fig, axes = plt.subplots(1, len(knobs), figsize=(max(8.0, 2.6 * len(knobs) + 1), 4.8), sharey=True,
+                             squeeze=False, layout="constrained")
     ref_colors = ("#d62728", "#2ca02c", "#9467bd")
     for ax, knob in zip(axes[0], knobs, strict=True):
         group = ([base] if base else []) + [c for c in good if c["knob"] == knob]
-        labels = [f"{c['value'] or 'base'}" if c["knob"] != "base" else f"base\n({_knob_value(c, knob)})"
-                  for c in group]
+        labels = [(c["value"] or "base") if c["knob"] not in ("base", "combined") else
+                  f"{c['knob']}\n({_knob_value(c, knob)})" for c in group]
         ax.bar(labels, [c["rows_per_s"] / 1000 for c in group],
                color=["#888888" if c["knob"] == "base" else "#1f77b4" for c in group])
         for (name, value), color in zip(refs.items(), ref_colors, strict=False):
@@ -143,15 +145,15 @@ def plot_throughput(path: Path, cells: Sequence[Mapping[str, Any]], refs: Mappin
         ax.tick_params(axis="x", labelrotation=30)
     axes[0][0].set_ylabel("thousand rows/s")
     if refs:
-        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="lower center", ncol=len(refs), fontsize=8)
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside lower center", ncol=len(refs),
+                   fontsize=8)
     fig.suptitle("coldtier backfill throughput by setting (grey: the base cell)")
-    fig.tight_layout(rect=(0, 0.07 if refs else 0, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def _knob_value(cell: Mapping[str, Any], knob: str) -> str:
-    return "" if knob in ("base", "grid") else str(cell.get(knob))
+    return "" if knob in ("base", "grid", "combined") else str(cell.get(knob))
 
 
 PHASE_LABELS = {"plan": "plan (ClickHouse range query)", "read": "read setup (JDBC schema query)",
@@ -166,7 +168,7 @@ def plot_phases(path: Path, cells: Sequence[Mapping[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     good = ok_cells(cells)
-    fig, ax = plt.subplots(figsize=(9, 0.45 * len(good) + 1.5))
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(good) + 1.8), layout="constrained")
     names = [c["cell"] for c in good]
     left = [0.0] * len(good)
     colors = {"plan": "#2ca02c", "read": "#ff7f0e", "write": "#1f77b4", "commit": "#d62728"}
@@ -178,7 +180,6 @@ def plot_phases(path: Path, cells: Sequence[Mapping[str, Any]]) -> None:
     ax.invert_yaxis()
     ax.legend(fontsize=8)
     ax.set_title("coldtier backfill: seconds per phase")
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -204,6 +205,9 @@ def markdown(label: str, matrix: Matrix, cells: Sequence[Mapping[str, Any]], ext
             f"| {c['batches']} | {c['plan_s']:.2f} | {c['read_s']:.2f} | {c['write_s']:.1f} "
             f"| {c['commit_s']:.2f} | {c['files']} | {c['bytes_written'] / 1e6:.0f} "
             f"| {c['driver_peak_heap_mb']:.0f} | {c['driver_jvm_peak_rss_mb']:.0f} |")
+    for c in cells:
+        if c.get("knob") == "combined":
+            lines += ["", f"`combined` = the base with every knob that beat it by > 5%: {c['value']}."]
     lines += ["", "## Baselines measured in the same run", "", "| path | rows | s | rows/s |",
               "|---|---:|---:|---:|"]
     for key, name in (("source", "ClickHouse export `SELECT *` (RowBinaryWithNamesAndTypes over HTTP)"),

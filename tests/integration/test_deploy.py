@@ -1,0 +1,120 @@
+"""spark-submit where users run it: a Spark standalone cluster the test starts itself (a
+Master and one Worker on 127.0.0.1, 2 cores), with the jars shipped by --jars from a
+directory filled by scripts/fetch-jars.sh, as on a cluster without internet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pyspark
+import pytest
+
+from helpers import ROOT, free_port, wait_until
+from jobkit import assert_source_equals_sink, progress_lines
+
+pytestmark = pytest.mark.spark
+
+SPARK_CLASS = str(Path(pyspark.__file__).parent / "bin" / "spark-class")
+
+
+@pytest.fixture(scope="module")
+def jars_dir(tmp_path_factory):
+    """The pinned jars, fetched once into a directory (scripts/fetch-jars.sh)."""
+    d = tmp_path_factory.mktemp("jars")
+    done = subprocess.run([str(ROOT / "scripts" / "fetch-jars.sh"), str(d)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = sorted(p.name for p in d.glob("*.jar"))
+    assert any(n.startswith("org.apache.iceberg_iceberg-spark-runtime") for n in names)
+    assert any(n.startswith("com.clickhouse_clickhouse-jdbc") for n in names)
+    return d
+
+
+class Standalone:
+    def __init__(self, base: Path):
+        self.port, self.web = free_port(), free_port()
+        self.url = f"spark://127.0.0.1:{self.port}"
+        env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_DAEMON_MEMORY": "512m",
+               "SPARK_WORKER_DIR": str(base / "work"), "PYSPARK_PYTHON": sys.executable}
+        self.logs = [base / "master.log", base / "worker.log"]
+        self.procs = [
+            subprocess.Popen([SPARK_CLASS, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                              "--port", str(self.port), "--webui-port", str(self.web)],
+                             env=env, stdout=open(self.logs[0], "w"), stderr=subprocess.STDOUT),
+            subprocess.Popen([SPARK_CLASS, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                              "--cores", "2", "--memory", "3g", "--webui-port", str(free_port()), self.url],
+                             env=env, stdout=open(self.logs[1], "w"), stderr=subprocess.STDOUT),
+        ]
+        wait_until(lambda: self.state().get("aliveworkers", 0) >= 1, 120, "a Spark worker registered")
+
+    def state(self) -> dict:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.web}/json/", timeout=2) as r:
+                return json.loads(r.read())
+        except OSError:
+            return {}
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.terminate()
+        for p in self.procs:
+            p.wait(30)
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    cluster = Standalone(tmp_path_factory.mktemp("standalone"))
+    yield cluster
+    cluster.stop()
+
+
+def submit(job, cfg, *args, jars_dir=None, timeout=600):
+    env = {**job.env(), **({"COLDTIER_JARS_DIR": str(jars_dir)} if jars_dir else {})}
+    return subprocess.run([str(ROOT / "scripts" / "spark-submit.sh"), *args, "jobs/offload.py", "run",
+                           "--config", str(cfg), "--trigger", "available-now"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_offload_on_a_standalone_cluster_in_client_mode(job, spark, standalone, jars_dir):
+    trades = job.trades()
+    trades.bulk(300_000)
+    cfg = job.write_config([job.table_entry("sa", trades.table, batch={"max_rows": 100_000})],
+                           spark={"master": standalone.url, "deploy_mode": "client",
+                                  "conf": {"spark.executor.memory": "1g", "spark.executor.cores": "2",
+                                           "spark.driver.host": "127.0.0.1", "spark.ui.enabled": "false"}})
+    done = submit(job, cfg, jars_dir=jars_dir)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert [p["rows"] for p in progress_lines(done.stdout) if "batch_id" in p] == [100_000] * 3
+    assert_source_equals_sink(job, spark, trades.table, job.target("sa"))
+    apps = [a for a in standalone.state()["completedapps"] if a["name"] == f"coldtier-{job.pipeline}"]
+    assert len(apps) == 1 and apps[0]["cores"] == 2  # the executors ran on the cluster's worker
+
+
+def test_cluster_mode_on_standalone_is_refused_before_launch(job):
+    cfg = job.write_config([job.table_entry("cm", "t")])
+    done = submit(job, cfg, "--master", "spark://127.0.0.1:7077", "--deploy-mode", "cluster")
+    assert done.returncode == 2
+    assert "client mode only" in done.stderr and "docs/deploy.md" in done.stderr
+    assert done.stderr.count("\n") == 1  # one paragraph
+
+
+def test_yaml_packages_join_the_pinned_ones_and_cli_conf_wins(job):
+    cfg = job.write_config([job.table_entry("pk", "t")],
+                           spark={"master": "yarn", "deploy_mode": "cluster",
+                                  "conf": {"spark.jars.packages": "org.apache.iceberg:iceberg-aws-bundle:1.11.0",
+                                           "spark.executor.instances": "4", "spark.executor.memory": "2g"}})
+    done = subprocess.run([str(ROOT / "scripts" / "spark-submit.sh"), "--print-only", "--conf",
+                           "spark.executor.instances=8", "jobs/offload.py", "run", "--config", str(cfg)],
+                          cwd=ROOT, env=job.env(), capture_output=True, text=True, check=True)
+    out = done.stdout
+    assert "--master yarn --deploy-mode cluster" in out
+    assert "org.apache.iceberg:iceberg-spark-runtime-4.0_2.13:1.11.0,com.clickhouse:clickhouse-jdbc:0.10.0," in out
+    assert ",org.apache.iceberg:iceberg-aws-bundle:1.11.0 " in out and "spark.jars.packages" not in out
+    assert "--conf spark.executor.instances=8" in out and "spark.executor.instances=4" not in out
+    assert f"--files {cfg}" in out and out.rstrip().endswith(f"--config {cfg.name}")

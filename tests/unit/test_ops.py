@@ -1,0 +1,130 @@
+"""Ops artefacts that cannot run here are checked for what they must agree on: alert rules
+(promtool when installed, structure otherwise), the Grafana dashboard, the docker-compose
+stack against conf/compose.yaml, and the supervisor examples."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from coldtier import config as config_mod
+from coldtier.config import MetricsConfig
+from coldtier.metrics import RunMetrics
+from helpers import ROOT
+
+PROM = ROOT / "conf" / "prometheus"
+
+
+def exported_names() -> set[str]:
+    """Every series name coldtier's registry can export (counters with _total, histograms
+    with their suffixes)."""
+    m = RunMetrics(MetricsConfig(), "p")
+    m.observe({"table": "t", "batch_id": 1, "rows": 1, "plan_s": 0.1, "total_s": 0.1, "source_lag_s": 1,
+               "backlog_rows": 0, "ttl_margin_s": 5.0})
+    m.failed("t", "write")
+    m.last_run.labels("p").set(1)
+    m.last_success.labels("p").set(1)
+    return {s.name for f in m.registry.collect() for s in f.samples}
+
+
+def metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"\bcoldtier_[a-z_]+", expr))
+
+
+def test_alert_rules_use_real_metrics_and_pass_promtool():
+    doc = yaml.safe_load((PROM / "alerts.yml").read_text())
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    names = exported_names()
+    assert {r["alert"] for r in rules} >= {"ColdtierSourceLagHigh", "ColdtierNoCommit", "ColdtierTTLMarginLow",
+                                           "ColdtierRepeatedFailures"}
+    for r in rules:
+        assert r["labels"]["severity"] in ("warning", "critical") and r["annotations"]["summary"]
+        used = metric_names(r["expr"])
+        assert used and used <= names, f"{r['alert']}: {used - names} are not exported"
+    promtool = shutil.which("promtool")
+    if promtool is None:  # bootstrap installs it as root; the structural checks above still ran
+        return
+    check = subprocess.run([promtool, "check", "rules", str(PROM / "alerts.yml")], capture_output=True, text=True)
+    assert check.returncode == 0 and "SUCCESS: 6 rules found" in check.stdout, check.stdout + check.stderr
+    unit = subprocess.run([promtool, "test", "rules", str(PROM / "alerts_test.yml")], capture_output=True,
+                          text=True)
+    assert unit.returncode == 0 and "SUCCESS" in unit.stdout, unit.stdout + unit.stderr
+
+
+def test_grafana_dashboard_queries_real_metrics():
+    dash = json.loads((ROOT / "docs" / "ops" / "grafana" / "coldtier-dashboard.json").read_text())
+    names = exported_names()
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert len(exprs) >= 8
+    for e in exprs:
+        assert metric_names(e) <= names, e
+    provider = yaml.safe_load((ROOT / "conf" / "grafana" / "provisioning" / "dashboards" / "coldtier.yaml")
+                              .read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards/coldtier"
+
+
+def test_compose_stack_matches_conf_compose():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) >= {"clickhouse", "postgres", "minio", "iceberg-rest", "spark-master", "spark-worker",
+                             "pushgateway", "prometheus", "grafana", "coldtier"}
+    for name, svc in services.items():
+        image = svc["image"]
+        assert ":" in image and not image.endswith(":latest"), f"{name}: pin the image ({image})"
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if src.startswith("."):
+                assert (ROOT / src).exists(), f"{name}: {src} does not exist"
+    env = {k: "x" for k in services["coldtier"]["environment"]}
+    cfg = config_mod.load(ROOT / "conf" / "compose.yaml", env)  # every ${VAR} is set by the service
+    container_port = {"clickhouse": 8123, "postgres": 5432, "iceberg-rest": 8181, "minio": 9000,
+                      "spark-master": 7077, "pushgateway": 9091}
+
+    def check(url_host: str, url_port: int) -> None:
+        assert url_host in services, f"{url_host} is not a compose service"
+        assert container_port[url_host] == url_port
+        ports = [p.split(":")[-1] for p in services[url_host].get("ports", [])]
+        assert not ports or str(url_port) in ports
+
+    host, port = re.search(r"//([^:/]+):(\d+)", cfg.sources["ch"].url).groups()
+    check(host, int(port))
+    check(re.search(r"host=(\S+)", cfg.ledger.dsn).group(1), int(re.search(r"port=(\d+)", cfg.ledger.dsn).group(1)))
+    cat = cfg.catalogs["cold"]
+    for url in (cat["uri"], cat["s3.endpoint"], cfg.spark.master, cfg.metrics.pushgateway):
+        host, port = re.search(r"//([^:/]+):(\d+)", url).groups()
+        check(host, int(port))
+    prom = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    assert prom["scrape_configs"][0]["static_configs"][0]["targets"] == ["pushgateway:9091"]
+    assert prom["scrape_configs"][0]["honor_labels"] is True
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
+        done = subprocess.run([docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("name", ["airflow_dag.py", "prefect_flow.py"])
+def test_supervisor_examples_compile_and_call_the_launcher(name):
+    path = ROOT / "docs" / "ops" / "examples" / name
+    subprocess.run([sys.executable, "-m", "py_compile", str(path)], check=True)
+    text = path.read_text()
+    assert '"scripts/spark-submit.sh"' in text or "scripts/spark-submit.sh" in text
+    assert '"--trigger", "available-now"' in text and "rc == 3" in text
+
+
+def test_systemd_and_cron_examples_honour_the_exit_code_contract():
+    ex = ROOT / "docs" / "ops" / "examples"
+    service = ex.joinpath("coldtier.service").read_text()
+    assert "SuccessExitStatus=3" in service and "KillMode=mixed" in service and "Type=oneshot" in service
+    assert "--trigger available-now" in service
+    live = ex.joinpath("coldtier-live.service").read_text()
+    assert "RestartPreventExitStatus=2 5 6" in live and "processing-time" in live
+    assert "OnCalendar=*:0/15" in ex.joinpath("coldtier.timer").read_text()
+    cron = ex.joinpath("coldtier.cron").read_text()
+    assert "flock -n" in cron and "[ $rc -eq 3 ]" in cron

@@ -187,6 +187,51 @@ def test_sigterm_commits_the_batch_in_flight_and_exits_0(job, spark, target):
     assert got == ch_fingerprint(job.client, f"{job.database}.{trades.table}")
 
 
+@pytest.mark.slow
+def test_supervisor_relaunches_overlapping_while_rows_arrive(job, spark):
+    """Plays supervisor: a launch every 4 s for a minute while ~200 rows/s arrive, launches
+    overlapping (each run outlives the interval); every launch exits 0 (work done, or nothing
+    to do) or 3 (another run holds the lock). Then drain: source == sink, no duplicates."""
+    trades = job.trades()
+    trades.bulk(5000)
+    cfg = job.write_config([job.table_entry("sup", trades.table, cursor={"lag_s": 3},
+                                            batch={"max_rows": 20_000})])
+    feed = subprocess.Popen(
+        [sys.executable, "-m", "coldtier.synth", "--url", job.chembed.http_url, "--password-env",
+         "TEST_CH_PASSWORD", "--database", job.database, "--exchange", "binance", "live", "--rate", "200",
+         "--interval", "0.5", "--duration", "60"], env=job.env(), stdout=subprocess.DEVNULL)
+    launches: list[Submitted] = []
+    try:
+        started = time.monotonic()
+        while time.monotonic() - started < 60:
+            launches.append(submit(job, cfg, "run", "--trigger", "available-now"))
+            time.sleep(4)
+        assert feed.wait(60) == 0
+        codes = [run.proc.wait(300) for run in launches]
+    finally:
+        feed.kill()
+        for run in launches:
+            run.kill()
+    assert set(codes) <= {0, 3}, [(c, r.err_path.read_text()[-1500:]) for c, r in zip(codes, launches, strict=True)
+                                  if c not in (0, 3)]
+    assert codes.count(3) >= 1 and codes.count(0) >= 3, codes  # overlap happened, and runs did the work
+    committed = [p for r in launches for p in progress_lines(r.out_path.read_text()) if "batch_id" in p]
+    ids = [p["batch_id"] for p in committed]
+    assert len(ids) == len(set(ids)), "a batch id was committed twice"
+    print(f"supervisor: {len(launches)} launches, exit codes {codes}, {len(committed)} batches, "
+          f"{sum(p['rows'] for p in committed)} rows while the feed ran")
+    time.sleep(4)  # the last rows age past the lag
+    drain = submit(job, cfg, "run", "--trigger", "available-now")
+    _, err = drain.communicate(timeout=300)
+    assert drain.returncode == 0, err[-3000:]
+    got = spark_fingerprint(spark.table(job.target("sup")))
+    assert got == ch_fingerprint(job.client, f"{job.database}.{trades.table}")
+    assert got["keys"] == got["n"]
+    fed = int(got["n"]) - 5000
+    print(f"supervisor: {fed} rows fed while it ran (the feed is best effort on a loaded machine)")
+    assert fed >= 60 * 200 * 0.25  # rows really arrived during the launches
+
+
 def test_dev_services_start_status_stop(tmp_path):
     from helpers import free_port
 

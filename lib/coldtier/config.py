@@ -306,9 +306,34 @@ def _split_ident(value: str) -> list[str] | None:
     return out
 
 
+ENV_FILE_VAR = "COLDTIER_ENV_FILE"
+
+
+def referenced_env(text: str) -> list[str]:
+    """Names of the environment variables a config text refers to (``${NAME}``)."""
+    return list(dict.fromkeys(m.group(1) for m in _ENV_RE.finditer(text)))
+
+
+def process_env() -> dict[str, str]:
+    """The environment configs are resolved against: this process's, plus the variables in
+    the JSON file named by ``COLDTIER_ENV_FILE`` when set. In YARN/Kubernetes cluster mode the
+    driver runs far from the launcher's environment; the launcher ships the config's
+    variables in that file (``--files``, private to the application) instead of on a command
+    line. Variables set in the process win."""
+    env = dict(os.environ)
+    name = env.get(ENV_FILE_VAR)
+    if name and os.path.exists(name):
+        import json
+
+        with open(name) as fh:
+            for k, v in json.load(fh).items():
+                env.setdefault(k, v)
+    return env
+
+
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
     file = str(path)
-    env = os.environ if env is None else env
+    env = process_env() if env is None else env
     try:
         text = Path(file).read_text()
     except OSError as exc:

@@ -61,8 +61,10 @@ def _resolve(packages: str) -> None:
 def fetch(dest: Path, packages: list[str]) -> list[Path]:
     """Resolve ``packages`` (Ivy, as spark-submit does) and copy every resulting jar into
     ``dest``. Returns the copied files."""
+    lib = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": lib + os.pathsep + os.environ.get("PYTHONPATH", "")}
     done = subprocess.run([sys.executable, "-m", "coldtier.deps", "--resolve", "--only", ",".join(packages)],
-                          capture_output=True, text=True, timeout=1800)
+                          capture_output=True, text=True, timeout=1800, env=env)
     where = re.search(r"The jars for the packages stored in: (\S+)", done.stderr)
     found = re.findall(r"found (\S+)#(\S+);(\S+) in ", done.stderr)
     if done.returncode != 0 or where is None or not found:

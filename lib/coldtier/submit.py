@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -98,8 +99,22 @@ def spark_submit_binary() -> str:
     return str(here) if here.exists() else (shutil.which("spark-submit") or "spark-submit")
 
 
-def build_command(args: SubmitArgs, root: Path, env: dict[str, str]) -> tuple[list[str], tuple[str, ...]]:
-    """(argv, secrets to mask when printing)."""
+def write_env_file(cfg_path: str, env: dict[str, str], directory: Path) -> Path:
+    """The config's ``${VAR}`` values, for a driver that runs in the cluster (cluster mode):
+    a 0600 JSON file shipped with ``--files`` (the driver finds it through
+    ``COLDTIER_ENV_FILE``), so that no secret goes on a command line."""
+    names = config_mod.referenced_env(Path(cfg_path).read_text())
+    path = directory / "coldtier-env.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({n: env[n] for n in names if n in env}, fh)
+    return path
+
+
+def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
+                  env_dir: Path | None = None) -> tuple[list[str], tuple[str, ...]]:
+    """(argv, secrets to mask when printing). In cluster mode with ``env_dir``, the config's
+    variables are written there for the driver (``write_env_file``)."""
     cfg_path = _config_path(args.job_args)
     cfg = config_mod.load(cfg_path, env) if cfg_path else None
     secrets = cfg.secrets() if cfg else ()
@@ -139,7 +154,13 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str]) -> tuple[li
             secrets += (v,)
     job_args = list(args.job_args)
     if mode == "cluster" and cfg_path:
-        cmd += ["--files", str(Path(cfg_path).resolve())]
+        files = [str(Path(cfg_path).resolve())]
+        if env_dir is not None:
+            env_file = write_env_file(cfg_path, env, env_dir)
+            files.append(str(env_file))
+            for key in ("spark.yarn.appMasterEnv", "spark.kubernetes.driverEnv"):
+                cmd += ["--conf", f"{key}.{config_mod.ENV_FILE_VAR}={env_file.name}"]
+        cmd += ["--files", ",".join(files)]
         idx = job_args.index("--config") if "--config" in job_args else None
         if idx is not None:
             job_args[idx + 1] = Path(cfg_path).name
@@ -150,23 +171,24 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str]) -> tuple[li
 
 def main(argv: list[str] | None = None) -> int:
     root = deps.repo_root()
-    try:
-        args = parse(list(sys.argv[1:] if argv is None else argv))
-        cmd, secrets = build_command(args, root, dict(os.environ))
-    except ConfigError as exc:
-        print(f"coldtier: configuration error: {exc} (exit 2)", file=sys.stderr)
-        return 2
-    if args.print_only:
-        print(mask(shlex.join(cmd), secrets))
-        return 0
-    if Path(args.job).name == "offload.py" and os.environ.get("COLDTIER_SUBMIT_PRECHECK", "1") != "0":
-        from coldtier.cli import caught_up_without_spark
+    with tempfile.TemporaryDirectory(prefix="coldtier-submit-") as tmp:
+        try:
+            args = parse(list(sys.argv[1:] if argv is None else argv))
+            env = dict(os.environ)
+            cmd, secrets = build_command(args, root, env, Path(tmp))
+        except ConfigError as exc:
+            print(f"coldtier: configuration error: {exc} (exit 2)", file=sys.stderr)
+            return 2
+        if args.print_only:
+            print(mask(shlex.join(cmd), secrets))
+            return 0
+        if Path(args.job).name == "offload.py" and os.environ.get("COLDTIER_SUBMIT_PRECHECK", "1") != "0":
+            from coldtier.cli import caught_up_without_spark
 
-        if caught_up_without_spark(list(args.job_args)):
-            return 0  # a scheduled relaunch with nothing to do: no JVM started
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(root / "lib") + os.pathsep + env.get("PYTHONPATH", "")
-    return supervise(cmd, env)
+            if caught_up_without_spark(list(args.job_args)):
+                return 0  # a scheduled relaunch with nothing to do: no JVM started
+        env["PYTHONPATH"] = str(root / "lib") + os.pathsep + env.get("PYTHONPATH", "")
+        return supervise(cmd, env)
 
 
 def supervise(cmd: list[str], env: dict[str, str]) -> int:

@@ -112,3 +112,14 @@ def test_repetitions_report_the_lower_median_run():
     assert got["base"]["rows_per_s"] == 500 and got["base"]["rows_per_s_runs"] == "500/540"
     assert got["base"]["spread_pct"] == 8.0
     assert got["x"]["error"] == "boom"
+
+
+def test_recommendation_needs_every_run_to_beat_the_base():
+    base = {"cell": "base", "knob": "base", "rows": 10, "expected_rows": 10, "rows_per_s": 500,
+            "rows_per_s_min": 500, "rows_per_s_max": 560}
+    inside_noise = {**base, "cell": "a", "knob": "a", "rows_per_s": 540, "rows_per_s_min": 540,
+                    "rows_per_s_max": 600}
+    assert report.recommended([base, inside_noise]) is base  # higher figure, overlapping runs
+    clear = {**base, "cell": "b", "knob": "b", "rows_per_s": 580, "rows_per_s_min": 580, "rows_per_s_max": 590}
+    assert report.recommended([base, inside_noise, clear]) is clear
+    assert "every run faster" in report.why(clear, base)

@@ -240,9 +240,7 @@ class Run:
                 runs.append(r)
             elif r["kind"] == "sink-ceiling":
                 extras["sink"] = r
-                if not r.get("error"):
-                    extras["jdbc"] = {"rows": r["rows"], "seconds": r["jdbc_read_s"],
-                                      "rows_per_s": r["jdbc_read_rows_per_s"]}
+                extras.update(jdbc_extra(r))
             elif r["kind"] == "incremental":
                 extras["incremental"] = r
         return runs
@@ -265,6 +263,68 @@ class Run:
         return times
 
 
+def jdbc_extra(sink: dict[str, Any]) -> dict[str, Any]:
+    """The Spark-JDBC-read-only figure the sink-ceiling task also measures, as a baseline."""
+    if sink.get("error"):
+        return {}
+    return {"jdbc": {"rows": sink["rows"], "seconds": sink["jdbc_read_s"],
+                     "rows_per_s": sink["jdbc_read_rows_per_s"]}}
+
+
+def write_report(out: Path, m: Matrix, label: str, cells: list[dict[str, Any]],
+                 extras: dict[str, Any]) -> int:
+    """results.csv, results.md, the plots and best-profile.yaml; prints the summary. Returns
+    the number of failed tasks."""
+    matrix_cells = [c for c in cells if c["knob"] != "scaling"]
+    base = next((c for c in cells if c["knob"] == "base"), None)
+    scaling = next((c for c in cells if c["knob"] == "scaling"), None)
+    checks = report.targets(matrix_cells, base, scaling, extras.get("source"), extras.get("sink"),
+                            extras.get("peer"), extras.get("incremental"), extras.get("noop_s") or [])
+    report.write_csv(out / "results.csv", cells)
+    refs = {}
+    if extras.get("sink") and not extras["sink"].get("error"):
+        s, k = extras["source"], extras["sink"]
+        refs["serial ceiling"] = 1 / (1 / s["rows_per_s"] + 1 / k["rows_per_s"])
+    if extras.get("peer") and not extras["peer"].get("error"):
+        refs["no-Spark peer"] = extras["peer"]["rows_per_s"]
+    report.plot_throughput(out / "throughput.png", matrix_cells, refs)
+    report.plot_phases(out / "phases.png", cells)
+    rec = report.recommended(matrix_cells)
+    (out / "results.md").write_text(report.markdown(label, m, cells, extras, checks, rec))
+    if rec:
+        (out / "best-profile.yaml").write_text(report.profile(rec, label))
+    print((out / "results.md").read_text())
+    fastest = report.best_cell(matrix_cells)
+    if fastest and rec:
+        say(f"fastest cell: {fastest['cell']} — {fastest['rows_per_s']:,} rows/s; recommended: {rec['cell']} "
+            f"({report.why(rec, base)}); profile: {out / 'best-profile.yaml'}")
+    return len([c for c in cells if c.get("error")]) + len(
+        [v for v in extras.values() if isinstance(v, dict) and v.get("error")])
+
+
+def rerender(run_dir: Path, m: Matrix) -> int:
+    """Rebuild a run's report from its raw.jsonl (e.g. after a change to the report)."""
+    raw = [json.loads(line) for line in (run_dir / "raw.jsonl").read_text().splitlines()]
+    extras: dict[str, Any] = {}
+    kinds = {"source-ceiling": "source", "peer-path": "peer", "sink-ceiling": "sink",
+             "incremental": "incremental"}
+    for r in raw:
+        if r["kind"] in kinds:
+            extras[kinds[r["kind"]]] = r
+        elif r["kind"] == "noop-relaunch":
+            extras["noop_s"] = r["seconds"]
+    if extras.get("sink"):
+        extras.update(jdbc_extra(extras["sink"]))
+    runs = [r for r in raw if r["kind"] == "cell" and not r["task"].endswith("-warmup")]
+    for r in runs:
+        if r.get("knob") == "combined":
+            r["cell"] = "combined"
+        if not r.get("error"):
+            r["mb_per_s"] = round(r["rows_per_s"] * extras["source"]["bytes_per_row"] / 1e6, 1)
+    label = (run_dir / "results.md").read_text().splitlines()[0].removeprefix("# coldtier benchmark — ")
+    return write_report(run_dir, m, label, aggregate(runs), extras)
+
+
 def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per cell from its repetitions: the run with the lower median throughput
     (``median_low``: with 2 runs, the slower — conservative), every run's rows/s in
@@ -284,6 +344,7 @@ def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         mid = statistics.median_low(rates)
         row = dict(next(r for r in reps if r["rows_per_s"] == mid))
         row["rows_per_s_runs"] = "/".join(str(x) for x in rates)
+        row["rows_per_s_min"], row["rows_per_s_max"] = min(rates), max(rates)
         row["spread_pct"] = round(100 * (max(rates) - min(rates)) / mid, 1)
         out.append(row)
     return out
@@ -308,12 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(root / "bench-results"), help="parent of the run's directory")
     ap.add_argument("--rows", type=int, help="override dataset.rows")
     ap.add_argument("--keep", action="store_true", help="keep the services' data and the Iceberg warehouse")
+    ap.add_argument("--rerender", metavar="RUN_DIR", help="rebuild RUN_DIR's report from its raw.jsonl")
     args = ap.parse_args(argv)
     try:
         m = matrix_mod.load(args.matrix)
     except matrix_mod.MatrixError as exc:
         print(f"bench: {exc} (exit 2)", file=sys.stderr)
         return 2
+    if args.rerender:
+        return 1 if rerender(Path(args.rerender), dataclasses.replace(m, rows=args.rows or m.rows)) else 0
     if args.rows:
         m = dataclasses.replace(m, rows=args.rows)
     out = Path(args.out) / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -360,31 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         assert base_config is not None
         extras["noop_s"] = run.noop_relaunches(base_config)
         run.record({"kind": "noop-relaunch", "seconds": extras["noop_s"]})
-        matrix_cells = [c for c in cells if c["knob"] != "scaling"]
-        base = next((c for c in cells if c["knob"] == "base"), None)
-        scaling = next((c for c in cells if c["knob"] == "scaling"), None)
-        checks = report.targets(matrix_cells, base, scaling, extras.get("source"), extras.get("sink"),
-                                extras.get("peer"), extras.get("incremental"), extras["noop_s"])
-        report.write_csv(out / "results.csv", cells)
-        refs = {}
-        if extras.get("sink") and not extras["sink"].get("error"):
-            s, k = extras["source"], extras["sink"]
-            refs["serial ceiling"] = 1 / (1 / s["rows_per_s"] + 1 / k["rows_per_s"])
-        if extras.get("peer") and not extras["peer"].get("error"):
-            refs["no-Spark peer"] = extras["peer"]["rows_per_s"]
-        report.plot_throughput(out / "throughput.png", matrix_cells, refs)
-        report.plot_phases(out / "phases.png", cells)
-        (out / "results.md").write_text(report.markdown(label, m, cells, extras, checks))
-        best = report.best_cell(matrix_cells)
-        if best:
-            (out / "best-profile.yaml").write_text(report.profile(best, label))
-        print((out / "results.md").read_text())
-        if best:
-            say(f"best cell: {best['cell']} — {best['rows_per_s']:,} rows/s; "
-                f"profile: {out / 'best-profile.yaml'}")
-        failed = [c for c in cells if c.get("error")] + [
-            v for v in extras.values() if isinstance(v, dict) and v.get("error")]
-        say(f"done in {(time.monotonic() - run.started) / 60:.1f} min; {len(failed)} failed task(s)")
+        failed = write_report(out, m, label, cells, extras)
+        say(f"done in {(time.monotonic() - run.started) / 60:.1f} min; {failed} failed task(s)")
         return 1 if failed else 0
     finally:
         if args.keep:

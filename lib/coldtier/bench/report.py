@@ -48,6 +48,30 @@ def best_cell(cells: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return max(good, key=lambda c: c["rows_per_s"]) if good else None
 
 
+def clearly_faster(cell: Mapping[str, Any], base: Mapping[str, Any]) -> bool:
+    """Every run of ``cell`` beat every run of ``base``: a difference that the run-to-run
+    spread of this machine cannot explain."""
+    return cell.get("rows_per_s_min", cell["rows_per_s"]) > base.get("rows_per_s_max", base["rows_per_s"])
+
+
+def recommended(cells: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The profile to recommend: the fastest cell among those clearly faster than the base;
+    the base when none is (a higher figure inside the noise is not evidence)."""
+    good = [c for c in ok_cells(cells) if c.get("knob") != "scaling"]
+    base = next((c for c in good if c["knob"] == "base"), None)
+    if base is None:
+        return best_cell(cells)
+    winners = [c for c in good if c is not base and clearly_faster(c, base)]
+    return max(winners, key=lambda c: c["rows_per_s"]) if winners else base
+
+
+def why(rec: Mapping[str, Any], base: Mapping[str, Any] | None) -> str:
+    if base is None or rec is base or rec.get("knob") == "base":
+        return "no cell was faster than the base in every run"
+    return (f"every run faster than every run of the base ({rec.get('rows_per_s_runs')} vs "
+            f"{base.get('rows_per_s_runs')} rows/s)")
+
+
 def targets(cells: Sequence[Mapping[str, Any]], base: Mapping[str, Any] | None,
             scaling: Mapping[str, Any] | None, source: Mapping[str, Any] | None,
             sink: Mapping[str, Any] | None, peer: Mapping[str, Any] | None,
@@ -185,7 +209,7 @@ def plot_phases(path: Path, cells: Sequence[Mapping[str, Any]]) -> None:
 
 
 def markdown(label: str, matrix: Matrix, cells: Sequence[Mapping[str, Any]], extras: Mapping[str, Any],
-             checks: Sequence[Target]) -> str:
+             checks: Sequence[Target], rec: Mapping[str, Any] | None = None) -> str:
     bpr = (extras.get("source") or {}).get("bytes_per_row")
     lines = [f"# coldtier benchmark — {label}", "",
              f"Matrix `{matrix.path}`; {matrix.rows:,} rows per backfill cell. Throughput = rows moved / "
@@ -246,5 +270,9 @@ def markdown(label: str, matrix: Matrix, cells: Sequence[Mapping[str, Any]], ext
     lines += ["", "## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
     for t in checks:
         lines.append(f"| {t.name} | {t.figure} | {t.goal} | {'yes' if t.ok else 'no'} |")
+    if rec:
+        base = next((c for c in cells if c.get("knob") == "base"), None)
+        lines += ["", f"**Recommended profile: {rec['cell']}** — {why(rec, base)}; "
+                      f"written to best-profile.yaml."]
     lines += ["", "![throughput](throughput.png)", "", "![phases](phases.png)", ""]
     return "\n".join(lines)

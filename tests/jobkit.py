@@ -165,3 +165,23 @@ def assert_source_equals_sink(job: JobEnv, spark: Any, source_table: str, target
     got = spark_fingerprint(spark.table(target))
     assert got == want
     assert got["keys"] == got["n"]
+
+
+def three_batches(job: JobEnv, capsys: Any, name: str) -> tuple[TradeTable, Path]:
+    """9000 trades offloaded in three committed 3000-row batches: the starting point of the
+    ledger-corruption and lost-ledger tests."""
+    trades = job.trades()
+    trades.bulk(9000)
+    cfg = job.write_config([job.table_entry(name, trades.table, batch={"max_rows": 3000})])
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert len(progress) == 3
+    return trades, cfg
+
+
+def live_feed(job: JobEnv, seconds: int, rate: int = 200) -> subprocess.Popen:
+    """The synthetic production feed (``coldtier.synth live``) into the job's binance table."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "coldtier.synth", "--url", job.chembed.http_url, "--password-env",
+         "TEST_CH_PASSWORD", "--database", job.database, "--exchange", "binance", "live", "--rate", str(rate),
+         "--interval", "0.5", "--duration", str(seconds)], env=job.env(), stdout=subprocess.DEVNULL)

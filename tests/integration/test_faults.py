@@ -11,6 +11,7 @@ import time
 import psycopg2
 import pytest
 
+import jobkit
 from coldtier import cli
 from helpers import CH_PASSWORD, ROOT, ChembedProcess, free_port, wait_until
 from jobkit import assert_source_equals_sink, ch_fingerprint, progress_lines, run_inprocess, spark_fingerprint
@@ -70,13 +71,7 @@ def test_driver_killed_at_each_phase(job, spark, capsys, phase):
 
 @pytest.fixture()
 def three_batches(job, spark, capsys):
-    trades = job.trades()
-    trades.bulk(9000)
-    cfg = job.write_config([job.table_entry("w", trades.table, batch={"max_rows": 3000})])
-    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
-    assert code == 0, err
-    assert len(progress) == 3
-    return trades, cfg
+    return jobkit.three_batches(job, capsys, "w")
 
 
 @pytest.mark.parametrize("corruption", ["deleted", "null", "ahead", "behind"])

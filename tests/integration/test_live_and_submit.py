@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 
 from helpers import ROOT
-from jobkit import ch_fingerprint, progress_lines, spark_fingerprint
+from jobkit import ch_fingerprint, live_feed, progress_lines, spark_fingerprint
 
 pytestmark = pytest.mark.spark
 
@@ -111,10 +110,7 @@ def test_live_feed_processing_time_then_drain(job, spark):
     trades.bulk(2000)
     cfg = job.write_config([job.table_entry("live", trades.table, cursor={"lag_s": 3},
                                             batch={"max_rows": 5000})])
-    feed = subprocess.Popen(
-        [sys.executable, "-m", "coldtier.synth", "--url", job.chembed.http_url, "--password-env",
-         "TEST_CH_PASSWORD", "--database", job.database, "--exchange", "binance", "live", "--rate", "200",
-         "--interval", "0.5", "--duration", "60"], env=job.env(), stdout=subprocess.DEVNULL)
+    feed = live_feed(job, 60)
     runner = submit(job, cfg, "run", "--trigger", "processing-time=2s")
     try:
         assert feed.wait(120) == 0
@@ -196,10 +192,7 @@ def test_supervisor_relaunches_overlapping_while_rows_arrive(job, spark):
     trades.bulk(5000)
     cfg = job.write_config([job.table_entry("sup", trades.table, cursor={"lag_s": 3},
                                             batch={"max_rows": 20_000})])
-    feed = subprocess.Popen(
-        [sys.executable, "-m", "coldtier.synth", "--url", job.chembed.http_url, "--password-env",
-         "TEST_CH_PASSWORD", "--database", job.database, "--exchange", "binance", "live", "--rate", "200",
-         "--interval", "0.5", "--duration", "60"], env=job.env(), stdout=subprocess.DEVNULL)
+    feed = live_feed(job, 60)
     launches: list[Submitted] = []
     try:
         started = time.monotonic()

@@ -15,7 +15,7 @@ from coldtier import cli
 from coldtier.lock import AdvisoryLock
 from coldtier.offset import CursorSpec
 from coldtier.planning import Range, predicate
-from jobkit import assert_source_equals_sink, progress_lines, run_inprocess
+from jobkit import assert_source_equals_sink, progress_lines, run_inprocess, three_batches
 
 pytestmark = pytest.mark.spark
 
@@ -292,12 +292,7 @@ def test_table_layout_from_yaml_and_schema_changes(job, spark, capsys):
 
 
 def test_lost_ledger_is_refused_then_rebuilt_from_iceberg(job, spark, capsys):
-    trades = job.trades()
-    trades.bulk(9000)
-    cfg = job.write_config([job.table_entry("lost", trades.table, batch={"max_rows": 3000})])
-    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
-    assert code == 0, err
-    assert len(progress) == 3
+    trades, cfg = three_batches(job, capsys, "lost")
     conn = psycopg2.connect(job.postgres.dsn)
     conn.autocommit = True
     with conn.cursor() as cur:

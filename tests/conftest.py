@@ -126,11 +126,12 @@ def spark(warehouse: Path, postgres: Postgres):
 
 
 @pytest.fixture()
-def job(chembed, postgres, warehouse, tmp_path, spark, monkeypatch):
-    """An isolated pipeline on the shared services, its secrets in the environment."""
+def job(request, chembed, postgres, warehouse, tmp_path, spark, monkeypatch):
+    """An isolated pipeline on the shared services, its secrets in the environment. Its sink is
+    Iceberg unless a test parametrizes it: ``@pytest.mark.parametrize("job", SINKS, indirect=True)``."""
     from jobkit import JobEnv
 
-    env = JobEnv(chembed, postgres, warehouse, tmp_path)
+    env = JobEnv(chembed, postgres, warehouse, tmp_path, sink=getattr(request, "param", "iceberg"))
     for k, v in env.env().items():
         monkeypatch.setenv(k, v)
     return env

@@ -35,6 +35,7 @@ class JobEnv:
     catalog: str = "hadoop_cat"
     pipeline: str = ""
     database: str = ""
+    sink: str = "iceberg"  # or "delta"
 
     def __post_init__(self) -> None:
         self.pipeline = self.pipeline or unique("p")
@@ -57,16 +58,23 @@ class JobEnv:
         return {"type": "jdbc", "uri": pg.jdbc_url, "jdbc.user": pg.user, "jdbc.password": pg.password,
                 "warehouse": str(self.warehouse / "jdbc"), "jdbc.schema-version": "V1"}
 
+    def delta_path(self, name: str) -> Path:
+        return self.warehouse / "delta" / self.pipeline / name
+
     def target(self, name: str) -> str:
+        if self.sink == "delta":
+            return f"delta.`{self.delta_path(name)}`"
         return f"{self.catalog}.{self.pipeline}.{name}"
 
     def table_entry(self, name: str, source_table: str, **kw: Any) -> dict[str, Any]:
+        where = ({"format": "delta", "path": str(self.delta_path(name))} if self.sink == "delta"
+                 else {"catalog": self.catalog, "table": f"{self.pipeline}.{name}"})
         entry = {
             "name": name,
             "source": {"connection": "ch", "table": f"{self.database}.{source_table}"},
             "cursor": {"lag_s": 0, **kw.pop("cursor", {})},
             "batch": {"max_rows": 100_000, "num_partitions": 2, **kw.pop("batch", {})},
-            "target": {"catalog": self.catalog, "table": f"{self.pipeline}.{name}", **kw.pop("target", {})},
+            "target": {**where, **kw.pop("target", {})},
         }
         entry.update(kw)
         return entry
@@ -100,6 +108,22 @@ class JobEnv:
         return subprocess.run([sys.executable, "-m", "coldtier", *args, "--config", str(config)],
                               env={**self.env(), **(extra_env or {})}, capture_output=True, text=True,
                               timeout=timeout, cwd=ROOT)
+
+
+SINKS = ["iceberg", "delta"]
+
+
+def committed_batches(spark: Any, job: JobEnv, name: str) -> list[int | None]:
+    """The batch id of every data commit of a target, oldest first (None: not coldtier's):
+    Iceberg snapshots, or Delta WRITE commits."""
+    import json
+
+    target = job.target(name)
+    if job.sink == "delta":
+        rows = spark.sql(f"DESCRIBE HISTORY {target}").where("operation = 'WRITE'").orderBy("version").collect()
+        return [int(json.loads(r.userMetadata)["coldtier.batch-id"]) if r.userMetadata else None for r in rows]
+    rows = spark.sql(f"SELECT summary FROM {target}.snapshots ORDER BY committed_at").collect()
+    return [int(r.summary["coldtier.batch-id"]) if "coldtier.batch-id" in r.summary else None for r in rows]
 
 
 def ch_fingerprint(client: ClickHouseHTTP, table: str) -> dict[str, str]:

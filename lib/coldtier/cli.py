@@ -44,7 +44,7 @@ from coldtier.loop import (
 )
 from coldtier.metrics import RunMetrics
 from coldtier.offset import CursorSpec, Offset
-from coldtier.sink_iceberg import SchemaConflict
+from coldtier.sinks import SchemaConflict
 from coldtier.source import SourceSchemaError
 from coldtier.spark import shield_jvm_from_stop_signals
 
@@ -164,7 +164,7 @@ def cmd_status(cfg: AppConfig, names: list[str] | None, as_json: bool) -> int:
 
 
 def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
-    from coldtier.sink_iceberg import IcebergSink
+    from coldtier.sinks import make_sink
 
     ledger = _ledger(cfg)
     ledger.ensure_schema()
@@ -175,7 +175,7 @@ def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
             lock.acquire(None)
         spark = spark_session(cfg)
         for t in cfg.select(names):
-            history = IcebergSink(spark, t.target).batch_history(cfg.pipeline, t.name)
+            history = make_sink(spark, t.target).batch_history(cfg.pipeline, t.name)
             entries = [(bid, Offset.from_json(end), sid, rows) for bid, end, sid, rows in history]
             ledger.rebuild(cfg.pipeline, t.name, entries)  # type: ignore[arg-type]
             print(json.dumps({"pipeline": cfg.pipeline, "table": t.name, "batches": len(entries),
@@ -210,7 +210,7 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
     import time as _time
 
     from coldtier.reconcile import compare, parse_bucket, repair_bucket, sink_buckets, source_buckets
-    from coldtier.sink_iceberg import IcebergSink
+    from coldtier.sinks import make_sink
     from coldtier.source import JdbcSource
 
     bucket_s = parse_bucket(bucket)
@@ -233,7 +233,7 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
             if spec.ts_col is None:
                 raise ValueError(f"table {t.name!r}: reconcile buckets by the timestamp column; "
                                  f"this table's cursor has none")
-            sink = IcebergSink(spark, t.target)
+            sink = make_sink(spark, t.target)
 
             def diff() -> list[Any]:
                 return compare(cols, source_buckets(client, t, spec, cols, since_s, until_s, bucket_s),  # noqa: B023
@@ -248,9 +248,9 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
                 source = JdbcSource(cfg.sources[t.connection], t, spec, cols)
                 for m in mismatches:
                     repair_bucket(spark, source, sink.ident, spec, m.bucket_start, bucket_s)
-                    snap = sink._jtable().currentSnapshot()
+                    snap = sink.current_commit()
                     ledger.record_repair(cfg.pipeline, t.name, m.bucket_start, bucket_s, m.source_rows,
-                                         m.sink_rows, snap.snapshotId() if snap is not None else None)
+                                         m.sink_rows, snap)
                 mismatches = diff()
                 print(json.dumps({"table": t.name, "repaired_buckets": len(mismatches) == 0}))
             print(json.dumps({"table": t.name, "mismatched_buckets": len(mismatches)}))

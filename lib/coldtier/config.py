@@ -70,16 +70,23 @@ class BatchConfig:
     options: Mapping[str, str] = field(default_factory=dict)
 
 
+SINK_FORMATS = ("iceberg", "delta")
+
+
 @dataclass(frozen=True)
 class TargetConfig:
-    catalog: str
-    table: str  # namespace.table
+    catalog: str  # Iceberg: a key of catalogs; Delta: unused ("")
+    table: str  # Iceberg: namespace.table; Delta: unused ("")
     partition_by: tuple[str, ...] = ()
     sort_by: tuple[str, ...] = ()
     properties: Mapping[str, str] = field(default_factory=dict)
+    format: str = "iceberg"
+    path: str | None = None  # Delta: the table's location
 
     @property
     def identifier(self) -> str:
+        if self.format == "delta":
+            return "delta.`" + (self.path or "").replace("`", "``") + "`"
         return f"{self.catalog}.{self.table}"
 
 
@@ -331,6 +338,37 @@ def process_env() -> dict[str, str]:
     return env
 
 
+def _iceberg_target(r: _Reader, gm: dict[str, _Node], k: str, catalogs: Mapping[str, Any]) -> TargetConfig:
+    if "path" in gm:
+        raise r.fail(gm["path"], k + "path", "is for Delta targets (format: delta).")
+    catalog = r.reference(gm, "catalog", k, "catalogs", catalogs)
+    ttable = r.string(gm, "table", k, required=True) or ""
+    r.identifier(gm, "table", k, ttable, (2,))
+    partition_by = r.str_list(gm, "partition_by", k)
+    for p in partition_by:
+        if not _PARTITION_RE.match(p):
+            raise r.fail(gm["partition_by"], k + "partition_by",
+                         f"{p!r} is not a column or a transform like days(col) / bucket(16, col).")
+    sort_by = r.str_list(gm, "sort_by", k)
+    for s in sort_by:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*( (ASC|DESC))?$", s, re.I):
+            raise r.fail(gm["sort_by"], k + "sort_by", f"{s!r} is not `column [ASC|DESC]`.")
+    return TargetConfig(catalog, ttable, partition_by, sort_by, r.str_map(gm, "properties", k))
+
+
+def _delta_target(r: _Reader, gm: dict[str, _Node], k: str, catalogs: Mapping[str, Any]) -> TargetConfig:
+    tpath = r.string(gm, "path", k, required=True) or ""
+    for key in ("catalog", "table", "sort_by"):
+        if key in gm:
+            raise r.fail(gm[key], k + key, "does not apply to a Delta target (named by its path).")
+    partition_by = r.str_list(gm, "partition_by", k)
+    for p in partition_by:
+        if not _PLAIN_IDENT.match(p):
+            raise r.fail(gm["partition_by"], k + "partition_by",
+                         f"{p!r}: Delta partitions by plain columns (transforms are Iceberg's).")
+    return TargetConfig("", "", partition_by, (), r.str_map(gm, "properties", k), "delta", tpath)
+
+
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
     file = str(path)
     env = process_env() if env is None else env
@@ -446,21 +484,13 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         if "target" not in tm:
             raise r.fail(node, k + "target", "is required.")
         gm = r.mapping(tm["target"], k + "target",
-                       ("catalog", "table", "partition_by", "sort_by", "properties"))
-        catalog = r.reference(gm, "catalog", k + "target.", "catalogs", catalogs)
-        ttable = r.string(gm, "table", k + "target.", required=True) or ""
-        r.identifier(gm, "table", k + "target.", ttable, (2,))
-        partition_by = r.str_list(gm, "partition_by", k + "target.")
-        for p in partition_by:
-            if not _PARTITION_RE.match(p):
-                raise r.fail(gm["partition_by"], k + "target.partition_by",
-                             f"{p!r} is not a column or a transform like days(col) / bucket(16, col).")
-        sort_by = r.str_list(gm, "sort_by", k + "target.")
-        for s in sort_by:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*( (ASC|DESC))?$", s, re.I):
-                raise r.fail(gm["sort_by"], k + "target.sort_by", f"{s!r} is not `column [ASC|DESC]`.")
-        target = TargetConfig(catalog, ttable, partition_by, sort_by, r.str_map(gm, "properties",
-                                                                               k + "target."))
+                       ("format", "catalog", "table", "path", "partition_by", "sort_by", "properties"))
+        fmt = r.string(gm, "format", k + "target.", "iceberg") or "iceberg"
+        if fmt not in SINK_FORMATS:
+            raise r.fail(gm.get("format"), k + "target.format",
+                         f"{fmt!r} is not one of {', '.join(SINK_FORMATS)}.")
+        maker = _delta_target if fmt == "delta" else _iceberg_target
+        target = maker(r, gm, k + "target.", catalogs)
         keep_nanos = bool(tm["keep_nanos"].value) if "keep_nanos" in tm else False
         tables.append(TableConfig(name, conn, src_table, cursor, batch, target, keep_nanos))
 

@@ -2,7 +2,8 @@
 
 Exactly once, at any crash instant:
 - the plan (exact range) is in the ledger before data moves, so a replay reads the same rows;
-- the Iceberg commit carries the batch id, so a replay that finds it only completes the ledger;
+- the sink's commit (Iceberg snapshot, Delta version) carries the batch id, so a replay that
+  finds it only completes the ledger;
 - the ledger commit and the watermark move in one PostgreSQL transaction.
 """
 
@@ -32,7 +33,7 @@ from coldtier.planning import (
     parse_plan_row,
     plan_query,
 )
-from coldtier.sink_iceberg import IcebergSink
+from coldtier.sinks import make_sink
 from coldtier.source import JdbcSource, SourceSchemaError, describe
 
 
@@ -243,7 +244,8 @@ class TableRunner:
         self.spec, columns = resolve_cursor(self.client, self.table)
         self.planner = Planner(self.client, self.table, self.spec)
         self.source = JdbcSource(self.cfg.sources[self.table.connection], self.table, self.spec, columns)
-        self.sink = IcebergSink(self.spark, self.table.target)
+        self.sink = make_sink(self.spark, self.table.target)
+        self.kind = "Delta" if self.table.target.format == "delta" else "Iceberg"
         self.pipeline = self.cfg.pipeline
         self.ttl_expr = self.planner.ttl_expression()
         self._ttl: dict[str, Any] = {}
@@ -257,13 +259,13 @@ class TableRunner:
             sunk = self.sink.latest_batch(self.pipeline, self.table.name)
             if sunk is not None:
                 raise LedgerInconsistent(
-                    f"{self.pipeline}/{self.table.name}: the ledger has no batches but Iceberg table "
+                    f"{self.pipeline}/{self.table.name}: the ledger has no batches but {self.kind} table "
                     f"{self.sink.ident} holds batch {sunk[0]} of this pipeline; running would copy rows "
                     f"again. Run recover-ledger.")
         return last_id, wm
 
     def verify(self) -> None:
-        """The ledger against Iceberg's snapshot summaries: never skip, never copy twice."""
+        """The ledger against the sink's own record of batches: never skip, never copy twice."""
         last_id, wm = self.committed_watermark()
         sunk = self.sink.latest_batch(self.pipeline, self.table.name)
         sunk_id = sunk[0] if sunk else 0
@@ -274,17 +276,17 @@ class TableRunner:
                     and sunk_id == last_id + 1:
                 return  # a crash between the Iceberg and the ledger commit: recover() completes it
             raise LedgerInconsistent(
-                f"{where}: the ledger is behind Iceberg: its last committed batch is {last_id} but "
+                f"{where}: the ledger is behind {self.kind}: its last committed batch is {last_id} but "
                 f"{self.sink.ident} holds batch {sunk_id}; running would copy rows again. "
                 f"Run recover-ledger.")
         if sunk_id < last_id:
             raise LedgerInconsistent(
-                f"{where}: the ledger is ahead of Iceberg: it records batch {last_id} as committed but the "
-                f"newest batch in {self.sink.ident} is {sunk_id or 'none'}; running would skip rows. "
+                f"{where}: the ledger is ahead of {self.kind}: it records batch {last_id} as committed but "
+                f"the newest batch in {self.sink.ident} is {sunk_id or 'none'}; running would skip rows. "
                 f"Run recover-ledger (or restore the table's snapshots).")
         if sunk is not None and Offset.from_json(sunk[1]) != wm:
             raise LedgerInconsistent(
-                f"{where}: the watermark {wm} differs from the end cursor {sunk[1]} that Iceberg "
+                f"{where}: the watermark {wm} differs from the end cursor {sunk[1]} that {self.kind} "
                 f"recorded for batch {sunk_id}. Run recover-ledger.")
 
     # -- one batch ---------------------------------------------------------------------

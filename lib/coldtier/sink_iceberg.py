@@ -14,11 +14,20 @@ from typing import Any
 
 from coldtier.config import TargetConfig
 from coldtier.ledger import Batch
+from coldtier.sinks import (
+    P_BATCH,
+    P_END,
+    P_PIPELINE,
+    P_TABLE,
+    SchemaConflict,
+    SnapshotInfo,
+    batch_properties,
+    new_columns,
+)
+from coldtier.sinks import quote as _q
 
-P_PIPELINE = "coldtier.pipeline"
-P_TABLE = "coldtier.table"
-P_BATCH = "coldtier.batch-id"
-P_END = "coldtier.end-cursor"
+__all__ = ["IcebergSink", "SchemaConflict", "SnapshotInfo"]
+
 DEFAULT_PROPERTIES = {
     "format-version": "2",
     "write.parquet.compression-codec": "zstd",
@@ -26,21 +35,6 @@ DEFAULT_PROPERTIES = {
     # time and break that order. Override in YAML for a hash/range distribution.
     "write.distribution-mode": "none",
 }
-
-
-class SchemaConflict(RuntimeError):
-    """The source and the target table disagree in a way coldtier must not paper over."""
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    snapshot_id: int
-    batch_id: int
-    added_rows: int
-
-
-def _q(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
 
 
 @dataclass
@@ -84,25 +78,15 @@ class IcebergSink:
         if not self.exists():
             self.create(schema)
             return []
-        current = {f.name.lower(): f for f in self.spark.table(self.ident).schema.fields}
-        source = {f.name.lower(): f for f in schema.fields}
-        missing = [current[n].name for n in current if n not in source]
-        if missing:
-            raise SchemaConflict(
-                f"target {self.ident} has column(s) {', '.join(missing)} that the source no longer "
-                f"has; coldtier does not drop columns. Restore the source column(s) or migrate "
-                f"the target table deliberately.")
-        changed = [f"{current[n].name}: target {current[n].dataType.simpleString()}, source "
-                   f"{f.dataType.simpleString()}" for n, f in source.items()
-                   if n in current and current[n].dataType != f.dataType]
-        if changed:
-            raise SchemaConflict(f"column types of the source differ from target {self.ident}: "
-                                 f"{'; '.join(changed)}.")
-        added = [f for n, f in source.items() if n not in current]
+        added = new_columns(self.ident, self.spark.table(self.ident).schema, schema)
         if added:
             cols = ", ".join(f"{_q(f.name)} {f.dataType.simpleString()}" for f in added)
             self.spark.sql(f"ALTER TABLE {self.ident} ADD COLUMNS ({cols})")
         return [f.name for f in added]
+
+    def current_commit(self) -> int | None:
+        snap = self._jtable().currentSnapshot() if self.exists() else None
+        return int(snap.snapshotId()) if snap is not None else None
 
     def _ours(self, pipeline: str, table: str) -> Any:
         """Snapshots of this pipeline/table in the current ancestry, newest first:
@@ -141,12 +125,7 @@ class IcebergSink:
 
     def append(self, df: Any, batch: Batch) -> SnapshotInfo:
         writer = df.writeTo(self.ident)
-        for k, v in {
-            P_PIPELINE: batch.pipeline,
-            P_TABLE: batch.table,
-            P_BATCH: str(batch.batch_id),
-            P_END: json.dumps(batch.rng.hi.to_json()),
-        }.items():
+        for k, v in batch_properties(batch).items():
             writer = writer.option(f"snapshot-property.{k}", v)
         writer.append()
         info = self.find_batch(batch.pipeline, batch.table, batch.batch_id)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
+DELTA_EXTENSIONS = "io.delta.sql.DeltaSparkSessionExtension"
 
 
 def base_conf() -> dict[str, str]:
     """Settings every coldtier session gets; YAML's ``spark.conf`` overrides them."""
     return {
-        "spark.sql.extensions": ICEBERG_EXTENSIONS,
+        "spark.sql.extensions": f"{ICEBERG_EXTENSIONS},{DELTA_EXTENSIONS}",
+        # Delta path tables (delta.`/path`) resolve through the session catalog
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
         # The ClickHouse driver reports String columns with precision 0, which Spark reads

@@ -14,7 +14,15 @@ import pytest
 import jobkit
 from coldtier import cli
 from helpers import CH_PASSWORD, ROOT, ChembedProcess, free_port, wait_until
-from jobkit import assert_source_equals_sink, ch_fingerprint, progress_lines, run_inprocess, spark_fingerprint
+from jobkit import (
+    SINKS,
+    assert_source_equals_sink,
+    ch_fingerprint,
+    committed_batches,
+    progress_lines,
+    run_inprocess,
+    spark_fingerprint,
+)
 
 pytestmark = pytest.mark.spark
 
@@ -45,6 +53,7 @@ def snapshots(spark, target):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("job", SINKS, indirect=True)
 @pytest.mark.parametrize("phase", ["after-plan", "during-read", "during-write", "after-sink-commit",
                                    "after-ledger-commit"])
 def test_driver_killed_at_each_phase(job, spark, capsys, phase):
@@ -65,7 +74,7 @@ def test_driver_killed_at_each_phase(job, spark, capsys, phase):
     # batch 2 (replayed, or only its ledger completed) and batch 3; just batch 3 if 2 was whole
     assert sum(p["rows"] for p in progress) == (20_000 if phase == "after-ledger-commit" else 40_000)
     assert ledger_rows(job) == [(1, "committed"), (2, "committed"), (3, "committed")]
-    assert snapshots(spark, job.target("k")) == 3  # one Iceberg commit per batch id, never two
+    assert committed_batches(spark, job, "k") == [1, 2, 3]  # one commit per batch id, never two
     assert_source_equals_sink(job, spark, trades.table, job.target("k"))
 
 
@@ -74,6 +83,7 @@ def three_batches(job, spark, capsys):
     return jobkit.three_batches(job, capsys, "w")
 
 
+@pytest.mark.parametrize("job", SINKS, indirect=True)
 @pytest.mark.parametrize("corruption", ["deleted", "null", "ahead", "behind"])
 def test_corrupt_watermark_is_refused_then_recovered(job, spark, capsys, three_batches, corruption):
     trades, cfg = three_batches
@@ -94,7 +104,7 @@ def test_corrupt_watermark_is_refused_then_recovered(job, spark, capsys, three_b
     err = capsys.readouterr().err
     assert code == cli.EXIT_LEDGER
     assert "watermark row" in err and "recover-ledger" in err
-    assert snapshots(spark, job.target("w")) == 3  # refused before anything moved
+    assert committed_batches(spark, job, "w") == [1, 2, 3]  # refused before anything moved
     assert cli.main(["recover-ledger", "--config", str(cfg)]) == 0
     capsys.readouterr()
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
@@ -103,22 +113,26 @@ def test_corrupt_watermark_is_refused_then_recovered(job, spark, capsys, three_b
     assert_source_equals_sink(job, spark, trades.table, job.target("w"))
 
 
+@pytest.mark.parametrize("job", SINKS, indirect=True)
 @pytest.mark.parametrize("direction", ["behind", "ahead"])
-def test_ledger_disagreeing_with_iceberg_is_refused(job, spark, capsys, three_batches, direction):
-    """The ledger consistent with itself but not with Iceberg's snapshot summaries."""
+def test_ledger_disagreeing_with_the_sink_is_refused(job, spark, capsys, three_batches, direction):
+    """The ledger consistent with itself but not with the sink's record of batches."""
     trades, cfg = three_batches
     pid = (job.pipeline,)
     if direction == "behind":  # the ledger lost batch 3, Iceberg has it: running would copy it twice
         sql(job, "DELETE FROM coldtier.batches WHERE pipeline = %s AND batch_id = 3", pid)
         sql(job, "UPDATE coldtier.watermarks SET (batch_id, end_offset) = (SELECT batch_id, range_json->'hi' "
                  "FROM coldtier.batches WHERE pipeline = %s AND batch_id = 2) WHERE pipeline = %s", pid + pid)
+    elif job.sink == "delta":  # Delta restored to batch 2's version: running would skip batch 3's rows
+        spark.sql(f"RESTORE TABLE {job.target('w')} TO VERSION AS OF 2")  # 0 = create, 1-3 = batches
     else:  # Iceberg lost its newest snapshot (rolled back): running would skip batch 3's rows
         first = spark.sql(f"SELECT snapshot_id FROM {job.target('w')}.snapshots ORDER BY committed_at").collect()
         spark.sql(f"CALL {job.catalog}.system.rollback_to_snapshot('{job.pipeline}.w', {first[1].snapshot_id})")
     trades.bulk(1000, end_ms_ago=1000)
     code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == cli.EXIT_LEDGER
-    assert f"the ledger is {direction} {'of ' if direction == 'ahead' else ''}Iceberg" in err
+    kind = "Delta" if job.sink == "delta" else "Iceberg"
+    assert f"the ledger is {direction} {'of ' if direction == 'ahead' else ''}{kind}" in err
     assert cli.main(["recover-ledger", "--config", str(cfg)]) == 0
     capsys.readouterr()
     code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
@@ -258,6 +272,7 @@ def test_wait_for_lock_and_no_op_relaunch(job, spark, capsys):
     assert snapshots(spark, job.target("q")) == 1
 
 
+@pytest.mark.parametrize("job", SINKS, indirect=True)
 def test_late_rows_are_found_by_reconcile_and_repaired(job, spark, capsys):
     import json
 
@@ -476,6 +491,7 @@ def test_concurrent_iceberg_writer_between_read_and_commit(job, spark, capsys):
     assert spark.table(target).where("exchange = 'foreign'").count() == 1
 
 
+@pytest.mark.parametrize("job", SINKS, indirect=True)
 def test_sql_error_inside_a_batch_does_not_move_the_cursor(job, spark, capsys):
     """A query of batch 2 fails at the source with an error the driver does not retry (160,
     once): the run fails with the range still planned; the relaunch reads exactly that range
@@ -490,7 +506,7 @@ def test_sql_error_inside_a_batch_does_not_move_the_cursor(job, spark, capsys):
     assert ledger_rows(job) == [(1, "committed"), (2, "planned")]
     planned = sql(job, "SELECT range_json FROM coldtier.batches WHERE pipeline = %s AND batch_id = 2",
                   (job.pipeline,))[0][0]
-    assert snapshots(spark, job.target("se")) == 1
+    assert committed_batches(spark, job, "se") == [1]
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0, err
     assert progress[0]["batch_id"] == 2 and progress[0]["recovered"] == "replayed"

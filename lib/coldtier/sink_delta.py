@@ -1,0 +1,146 @@
+"""The Delta Lake sink: appends a batch as one Delta commit, idempotent by Delta itself.
+
+Every append is written with ``txnAppId = coldtier/<pipeline>/<table>`` and ``txnVersion =
+batch id``: Delta skips a write whose version it has already committed for that app id, so a
+replayed batch cannot land twice even without the ledger. The commit's ``userMetadata``
+carries the same identity as Iceberg's snapshot summaries (pipeline, table, batch id, end
+cursor), which ``find_batch`` reads back from the table history. The PostgreSQL ledger stays
+the source of truth for planning.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from coldtier.config import TargetConfig
+from coldtier.ledger import Batch
+from coldtier.sinks import (
+    P_BATCH,
+    P_END,
+    P_PIPELINE,
+    P_TABLE,
+    SnapshotInfo,
+    batch_properties,
+    new_columns,
+    quote,
+)
+
+
+@dataclass
+class DeltaSink:
+    spark: Any
+    target: TargetConfig
+
+    @property
+    def ident(self) -> str:
+        return self.target.identifier
+
+    @property
+    def path(self) -> str:
+        assert self.target.path is not None
+        return self.target.path
+
+    def _table(self) -> Any:
+        from delta.tables import DeltaTable
+
+        return DeltaTable.forPath(self.spark, self.path)
+
+    def exists(self) -> bool:
+        from delta.tables import DeltaTable
+
+        return bool(DeltaTable.isDeltaTable(self.spark, self.path))
+
+    def create(self, schema: Any) -> None:
+        from delta.tables import DeltaTable
+
+        builder = DeltaTable.createIfNotExists(self.spark).location(self.path).addColumns(schema)
+        if self.target.partition_by:
+            builder = builder.partitionedBy(*self.target.partition_by)
+        for k, v in self.target.properties.items():
+            builder = builder.property(k, v)
+        builder.execute()
+
+    def ensure(self, schema: Any) -> list[str]:
+        """Create the table on first use; add columns new in the source. Returns added names."""
+        if not self.exists():
+            self.create(schema)
+            return []
+        added = new_columns(self.ident, self._table().toDF().schema, schema)
+        if added:
+            cols = ", ".join(f"{quote(f.name)} {f.dataType.simpleString()}" for f in added)
+            self.spark.sql(f"ALTER TABLE {self.ident} ADD COLUMNS ({cols})")
+        return [f.name for f in added]
+
+    def app_id(self, pipeline: str, table: str) -> str:
+        """``coldtier/<pipeline>/<table>``, plus ``/restore-N`` after the table's N-th RESTORE.
+
+        A RESTORE takes commits out of the table but not Delta's record of the transaction
+        versions they used: reusing the app id after recover-ledger would make Delta skip the
+        re-copied batches as duplicates (rows lost). A new app id per RESTORE keeps Delta's
+        replay protection within each stretch of history and never blocks a re-copy."""
+        restores = self._table().history().where("operation = 'RESTORE'").count() if self.exists() else 0
+        return f"coldtier/{pipeline}/{table}" + (f"/restore-{restores}" if restores else "")
+
+    def append(self, df: Any, batch: Batch) -> SnapshotInfo:
+        (df.write.format("delta").mode("append")
+         .option("txnAppId", self.app_id(batch.pipeline, batch.table))
+         .option("txnVersion", str(batch.batch_id))
+         .option("userMetadata", json.dumps(batch_properties(batch), sort_keys=True))
+         .option("compression", self.target.properties.get("compression", "zstd"))
+         .save(self.path))
+        info = self.find_batch(batch.pipeline, batch.table, batch.batch_id)
+        if info is None:
+            raise RuntimeError(f"Delta append of batch {batch.batch_id} to {self.ident} left no commit "
+                               f"carrying its batch id")
+        return info
+
+    def current_commit(self) -> int | None:
+        if not self.exists():
+            return None
+        return int(self._table().history(1).collect()[0]["version"])
+
+    def _ours(self, pipeline: str, table: str) -> Any:
+        """Commits of this pipeline/table still in the table's lineage, newest first:
+        (batch id, end cursor, version, rows). A RESTORE to version v drops the commits after
+        v from the lineage (their files are gone from the table) even though the history keeps
+        listing them."""
+        if not self.exists():
+            return
+        rows = self._table().history().select("version", "operation", "operationParameters",
+                                              "operationMetrics", "userMetadata").collect()
+        cutoff: int | None = None
+        for r in sorted(rows, key=lambda r: r["version"], reverse=True):
+            if cutoff is not None and r["version"] > cutoff:
+                continue
+            if r["operation"] == "RESTORE":
+                target = (r["operationParameters"] or {}).get("version")
+                cutoff = int(target) if target is not None else cutoff
+                continue
+            meta = r["userMetadata"]
+            if not meta:
+                continue
+            try:
+                doc = json.loads(meta)
+            except ValueError:
+                continue
+            if doc.get(P_PIPELINE) == pipeline and doc.get(P_TABLE) == table:
+                written = int((r["operationMetrics"] or {}).get("numOutputRows") or 0)
+                yield int(doc[P_BATCH]), json.loads(doc[P_END]), int(r["version"]), written
+
+    def find_batch(self, pipeline: str, table: str, batch_id: int) -> SnapshotInfo | None:
+        for found, _, version, rows in self._ours(pipeline, table):
+            if found == batch_id:
+                return SnapshotInfo(version, found, rows)
+            if found < batch_id:
+                return None
+        return None
+
+    def batch_history(self, pipeline: str, table: str) -> list[tuple[int, dict[str, Any], int, int]]:
+        return list(self._ours(pipeline, table))[::-1]
+
+    def latest_batch(self, pipeline: str, table: str) -> tuple[int, dict[str, Any]] | None:
+        for batch_id, end, _, _ in self._ours(pipeline, table):
+            return batch_id, end
+        return None

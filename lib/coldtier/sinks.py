@@ -1,0 +1,84 @@
+"""The sink interface, and the choice of sink per table (``target.format`` in YAML).
+
+A sink makes a batch durable as one atomic commit that carries the batch's identity
+(pipeline, table, batch id, end cursor) and can find that commit again: the ledger check and
+the recovery of a crashed batch read it back, so a replayed batch is never written twice.
+Iceberg keeps it in snapshot summaries; Delta in commit ``userMetadata`` plus its own
+idempotent-write transaction (``txnAppId``/``txnVersion``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from coldtier.config import TargetConfig
+from coldtier.ledger import Batch
+
+P_PIPELINE = "coldtier.pipeline"
+P_TABLE = "coldtier.table"
+P_BATCH = "coldtier.batch-id"
+P_END = "coldtier.end-cursor"
+
+
+class SchemaConflict(RuntimeError):
+    """The source and the target table disagree in a way coldtier must not paper over."""
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    snapshot_id: int  # Iceberg snapshot id / Delta table version
+    batch_id: int
+    added_rows: int
+
+
+class Sink(Protocol):
+    ident: str
+
+    def exists(self) -> bool: ...
+    def ensure(self, schema: Any) -> list[str]: ...
+    def append(self, df: Any, batch: Batch) -> SnapshotInfo: ...
+    def find_batch(self, pipeline: str, table: str, batch_id: int) -> SnapshotInfo | None: ...
+    def latest_batch(self, pipeline: str, table: str) -> tuple[int, dict[str, Any]] | None: ...
+    def batch_history(self, pipeline: str, table: str) -> list[tuple[int, dict[str, Any], int, int]]: ...
+    def current_commit(self) -> int | None: ...
+
+
+def batch_properties(batch: Batch) -> dict[str, str]:
+    import json
+
+    return {P_PIPELINE: batch.pipeline, P_TABLE: batch.table, P_BATCH: str(batch.batch_id),
+            P_END: json.dumps(batch.rng.hi.to_json())}
+
+
+def new_columns(ident: str, current: Any, source: Any) -> list[Any]:
+    """Source fields the target lacks. Raises SchemaConflict for a column the source dropped
+    or retyped: coldtier adds columns, never drops or converts them."""
+    cur = {f.name.lower(): f for f in current.fields}
+    src = {f.name.lower(): f for f in source.fields}
+    missing = [cur[n].name for n in cur if n not in src]
+    if missing:
+        raise SchemaConflict(
+            f"target {ident} has column(s) {', '.join(missing)} that the source no longer "
+            f"has; coldtier does not drop columns. Restore the source column(s) or migrate "
+            f"the target table deliberately.")
+    changed = [f"{cur[n].name}: target {cur[n].dataType.simpleString()}, source "
+               f"{f.dataType.simpleString()}" for n, f in src.items()
+               if n in cur and cur[n].dataType != f.dataType]
+    if changed:
+        raise SchemaConflict(f"column types of the source differ from target {ident}: {'; '.join(changed)}.")
+    return [f for n, f in src.items() if n not in cur]
+
+
+def quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def make_sink(spark: Any, target: TargetConfig) -> Sink:
+    if target.format == "delta":
+        from coldtier.sink_delta import DeltaSink
+
+        return DeltaSink(spark, target)
+    from coldtier.sink_iceberg import IcebergSink
+
+    return IcebergSink(spark, target)

@@ -44,7 +44,7 @@ from coldtier.loop import (
 )
 from coldtier.metrics import RunMetrics
 from coldtier.offset import CursorSpec, Offset
-from coldtier.sinks import SchemaConflict
+from coldtier.sinks import SchemaConflict, make_sink
 from coldtier.source import SourceSchemaError
 from coldtier.spark import shield_jvm_from_stop_signals
 
@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("--bucket", default="1h", help="bucket width: 15m, 1h, 1d (default 1h)")
     rc.add_argument("--repair", action="store_true",
                     help="re-copy each mismatched bucket in one Iceberg commit, recorded in the ledger")
+    mt = sub.add_parser("maintain", help="compact files, expire snapshots, remove orphans (same lock as run)")
+    mt.add_argument("--config", required=True)
+    mt.add_argument("--tables", help="comma-separated table names (default: all)")
+    mt.add_argument("--wait-for-lock", nargs="?", const="inf", default=None, metavar="SECONDS")
     s = sub.add_parser("status", help="watermark, last batches, lag and backlog per table")
     common(s)
     s.add_argument("--json", action="store_true", help="one JSON object per table")
@@ -163,9 +167,36 @@ def cmd_status(cfg: AppConfig, names: list[str] | None, as_json: bool) -> int:
     return EXIT_OK
 
 
-def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
-    from coldtier.sinks import make_sink
+def cmd_maintain(cfg: AppConfig, names: list[str] | None, wait_for_lock: float | None) -> int:
+    """Table maintenance under the run lock, so it never overlaps a batch of the same table."""
+    from coldtier.maintenance import maintain
 
+    ledger = _ledger(cfg)
+    ledger.ensure_schema()
+    tables = cfg.select(names)
+    locks = [AdvisoryLock(cfg.ledger.dsn, f"coldtier/{cfg.pipeline}/{t.name}", cfg.ledger.connect_timeout_s)
+             for t in tables]
+    metrics = RunMetrics(cfg.metrics, cfg.pipeline)
+    try:
+        for lock in locks:
+            lock.acquire(wait_for_lock)
+        spark = spark_session(cfg)
+        for t in tables:
+            if not make_sink(spark, t.target).exists():
+                continue
+            result = maintain(spark, t.target, cfg.maintenance, cfg.pipeline, t.name)
+            ledger.record_maintenance(cfg.pipeline, t.name, result)
+            metrics.maintained(result)
+            emit_json(result)
+        metrics.write_textfile()
+        return EXIT_OK
+    finally:
+        for lock in locks:
+            lock.release()
+        ledger.close()
+
+
+def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
     ledger = _ledger(cfg)
     ledger.ensure_schema()
     locks = [AdvisoryLock(cfg.ledger.dsn, f"coldtier/{cfg.pipeline}/{t.name}", cfg.ledger.connect_timeout_s)
@@ -210,7 +241,6 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
     import time as _time
 
     from coldtier.reconcile import compare, parse_bucket, repair_bucket, sink_buckets, source_buckets
-    from coldtier.sinks import make_sink
     from coldtier.source import JdbcSource
 
     bucket_s = parse_bucket(bucket)
@@ -393,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(cfg, names)
         if args.command == "status":
             return cmd_status(cfg, names, args.json)
+        if args.command == "maintain":
+            wait = None if args.wait_for_lock is None else float(args.wait_for_lock)
+            return cmd_maintain(cfg, names, wait)
         if args.command == "recover-ledger":
             return cmd_recover_ledger(cfg, names)
         if args.command == "reconcile":

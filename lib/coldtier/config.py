@@ -112,6 +112,16 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class MaintenanceConfig:
+    """Table maintenance (``maintain``): docs/ops/maintenance.md."""
+
+    target_file_size_mb: int = 128  # compaction target
+    snapshot_retention_h: float = 168.0  # expire snapshots / vacuum files older than this
+    retain_last: int = 10  # Iceberg: keep at least this many snapshots
+    orphan_age_h: float = 72.0  # Iceberg: delete unreferenced files older than this
+
+
+@dataclass(frozen=True)
 class AppConfig:
     path: str
     pipeline: str
@@ -121,6 +131,7 @@ class AppConfig:
     catalogs: Mapping[str, Mapping[str, str]]
     tables: tuple[TableConfig, ...]
     metrics: MetricsConfig = MetricsConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
 
     def table(self, name: str) -> TableConfig:
         for t in self.tables:
@@ -386,7 +397,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         raise ConfigError(f"{file}: the config file is empty.")
     r = _Reader(file, env)
     root = r.mapping(_convert(root_node, "", file), "",
-                     ("pipeline", "spark", "sources", "ledger", "catalogs", "tables", "metrics"))
+                     ("pipeline", "spark", "sources", "ledger", "catalogs", "tables", "metrics",
+                      "maintenance"))
 
     pipeline = r.string(root, "pipeline", "", required=True)
     assert pipeline is not None
@@ -505,4 +517,12 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
             raise r.fail(mm["port"], "metrics.port", f"{port} is not a TCP port.")
         metrics = MetricsConfig(r.string(mm, "textfile", "metrics."), gateway, port or None,
                                 r.string(mm, "job", "metrics.", "coldtier") or "coldtier")
-    return AppConfig(file, pipeline, spark, sources, ledger, catalogs, tuple(tables), metrics)
+    maint = MaintenanceConfig()
+    if "maintenance" in root:
+        mm = r.mapping(root["maintenance"], "maintenance",
+                       ("target_file_size_mb", "snapshot_retention_h", "retain_last", "orphan_age_h"))
+        maint = MaintenanceConfig(r.number(mm, "target_file_size_mb", "maintenance.", 128, int, 1),
+                                  r.number(mm, "snapshot_retention_h", "maintenance.", 168.0, float, 0.0),
+                                  r.number(mm, "retain_last", "maintenance.", 10, int, 1),
+                                  r.number(mm, "orphan_age_h", "maintenance.", 72.0, float, 0.0))
+    return AppConfig(file, pipeline, spark, sources, ledger, catalogs, tuple(tables), metrics, maint)

@@ -59,6 +59,12 @@ CREATE TABLE IF NOT EXISTS {s}.repairs (
     snapshot_id       bigint,
     repaired_at       timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS {s}.maintenance (
+    pipeline      text        NOT NULL,
+    table_name    text        NOT NULL,
+    finished_at   timestamptz NOT NULL DEFAULT now(),
+    result        jsonb       NOT NULL
+);
 CREATE TABLE IF NOT EXISTS {s}.watermarks (
     pipeline    text        NOT NULL,
     table_name  text        NOT NULL,
@@ -255,6 +261,13 @@ class Ledger:
                             f"(%s, %s, to_timestamp(%s), %s, %s, %s, %s)",
                             (pipeline, table, bucket_start, bucket_s, source_rows, sink_rows_before,
                              snapshot_id))
+        self._with_retry(run)
+
+    def record_maintenance(self, pipeline: str, table: str, result: dict[str, Any]) -> None:
+        def run(conn: Any) -> None:
+            with self._cursor(conn) as cur:
+                cur.execute(f"INSERT INTO {self.schema}.maintenance (pipeline, table_name, result) "
+                            f"VALUES (%s, %s, %s)", (pipeline, table, json.dumps(result)))
         self._with_retry(run)
 
     def rebuild(self, pipeline: str, table: str, history: list[tuple[int, Offset, int, int]]) -> None:

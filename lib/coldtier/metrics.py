@@ -56,6 +56,10 @@ class RunMetrics:
                               ("pipeline",), registry=r)
         self.last_success = Gauge("coldtier_last_run_success", "1 if the last run ended without error",
                                   ("pipeline",), registry=r)
+        self.maint_files = Gauge("coldtier_maintenance_data_files", "Data files after the last maintenance",
+                                 T, registry=r)
+        self.maint_time = Gauge("coldtier_maintenance_timestamp_seconds", "When maintenance last finished", T,
+                                registry=r)
         self._server: Any = None
 
     # -- feeding ---------------------------------------------------------------------------
@@ -88,6 +92,11 @@ class RunMetrics:
             self.ttl_margin.labels(*labels).set(progress["ttl_margin_s"])
             self.ttl_warning.labels(*labels).set(1 if progress.get("ttl_warning") else 0)
         self.write_textfile()
+
+    def maintained(self, result: dict[str, Any]) -> None:
+        labels = (self.pipeline, result["table"])
+        self.maint_files.labels(*labels).set(result["files_after"])
+        self.maint_time.labels(*labels).set(time.time())
 
     def failed(self, table: str, phase: str) -> None:
         self.failures.labels(self.pipeline, table, phase).inc()

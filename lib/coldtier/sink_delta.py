@@ -11,7 +11,7 @@ the source of truth for planning.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coldtier.config import TargetConfig
@@ -27,11 +27,14 @@ from coldtier.sinks import (
     quote,
 )
 
+RECENT = 32  # commits read first when looking for a batch
+
 
 @dataclass
 class DeltaSink:
     spark: Any
     target: TargetConfig
+    _restores: int | None = field(default=None, repr=False)
 
     @property
     def ident(self) -> str:
@@ -80,8 +83,10 @@ class DeltaSink:
         versions they used: reusing the app id after recover-ledger would make Delta skip the
         re-copied batches as duplicates (rows lost). A new app id per RESTORE keeps Delta's
         replay protection within each stretch of history and never blocks a re-copy."""
-        restores = self._table().history().where("operation = 'RESTORE'").count() if self.exists() else 0
-        return f"coldtier/{pipeline}/{table}" + (f"/restore-{restores}" if restores else "")
+        if self._restores is None:  # once per run: a RESTORE is an operator's act between runs
+            self._restores = (self._table().history().where("operation = 'RESTORE'").count()
+                              if self.exists() else 0)
+        return f"coldtier/{pipeline}/{table}" + (f"/restore-{self._restores}" if self._restores else "")
 
     def append(self, df: Any, batch: Batch) -> SnapshotInfo:
         (df.write.format("delta").mode("append")
@@ -108,26 +113,45 @@ class DeltaSink:
         listing them."""
         if not self.exists():
             return
-        rows = self._table().history().select("version", "operation", "operationParameters",
-                                              "operationMetrics", "userMetadata").collect()
         cutoff: int | None = None
-        for r in sorted(rows, key=lambda r: r["version"], reverse=True):
-            if cutoff is not None and r["version"] > cutoff:
-                continue
-            if r["operation"] == "RESTORE":
-                target = (r["operationParameters"] or {}).get("version")
-                cutoff = int(target) if target is not None else cutoff
-                continue
-            meta = r["userMetadata"]
-            if not meta:
-                continue
-            try:
-                doc = json.loads(meta)
-            except ValueError:
-                continue
-            if doc.get(P_PIPELINE) == pipeline and doc.get(P_TABLE) == table:
-                written = int((r["operationMetrics"] or {}).get("numOutputRows") or 0)
-                yield int(doc[P_BATCH]), json.loads(doc[P_END]), int(r["version"]), written
+        seen: int | None = None  # the oldest version looked at so far
+        for limit in (RECENT, None):  # the newest commits first: a batch is nearly always there
+            for r in self._history(limit):
+                if seen is not None and r["version"] >= seen:
+                    continue
+                seen = r["version"]
+                if cutoff is not None and r["version"] > cutoff:
+                    continue
+                if r["operation"] == "RESTORE":
+                    target = (r["operationParameters"] or {}).get("version")
+                    cutoff = int(target) if target is not None else cutoff
+                    continue
+                found = self._identity(r, pipeline, table)
+                if found is not None:
+                    yield found
+            if seen is None or seen == 0:
+                return
+
+    def _history(self, limit: int | None) -> list[Any]:
+        table = self._table()
+        df = table.history(limit) if limit else table.history()
+        rows = df.select("version", "operation", "operationParameters", "operationMetrics",
+                         "userMetadata").collect()
+        return sorted(rows, key=lambda r: r["version"], reverse=True)
+
+    @staticmethod
+    def _identity(r: Any, pipeline: str, table: str) -> tuple[int, dict[str, Any], int, int] | None:
+        meta = r["userMetadata"]
+        if not meta:
+            return None
+        try:
+            doc = json.loads(meta)
+        except ValueError:
+            return None
+        if doc.get(P_PIPELINE) != pipeline or doc.get(P_TABLE) != table:
+            return None
+        written = int((r["operationMetrics"] or {}).get("numOutputRows") or 0)
+        return int(doc[P_BATCH]), json.loads(doc[P_END]), int(r["version"]), written
 
     def find_batch(self, pipeline: str, table: str, batch_id: int) -> SnapshotInfo | None:
         for found, _, version, rows in self._ours(pipeline, table):

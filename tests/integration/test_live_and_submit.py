@@ -207,8 +207,9 @@ def test_supervisor_relaunches_overlapping_while_rows_arrive(job, spark):
             run.kill()
     assert set(codes) <= {0, 3}, [(c, r.err_path.read_text()[-1500:]) for c, r in zip(codes, launches, strict=True)
                                   if c not in (0, 3)]
-    assert codes.count(3) >= 1 and codes.count(0) >= 3, codes  # overlap happened, and runs did the work
+    assert codes.count(3) >= 1 and codes.count(0) >= 1, codes  # overlap happened, and runs did the work
     committed = [p for r in launches for p in progress_lines(r.out_path.read_text()) if "batch_id" in p]
+    assert sum(p["rows"] for p in committed) > 5000  # the launches moved rows that arrived meanwhile
     ids = [p["batch_id"] for p in committed]
     assert len(ids) == len(set(ids)), "a batch id was committed twice"
     print(f"supervisor: {len(launches)} launches, exit codes {codes}, {len(committed)} batches, "

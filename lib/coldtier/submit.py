@@ -206,12 +206,18 @@ def supervise(cmd: list[str], env: dict[str, str]) -> int:
         env = {**env, "COLDTIER_DRIVER_PIDFILE": str(pidfile)}
         child = subprocess.Popen(cmd, env=env)
 
-        def forward(signum: int, _frame: object) -> None:
+        def driver_pid() -> int | None:
             try:
-                os.kill(int(pidfile.read_text()), signal.SIGTERM)
-                return
+                return int(pidfile.read_text())
             except (OSError, ValueError):
-                pass  # no driver yet, or gone: stop spark-submit itself
+                return None  # no driver yet
+
+        def forward(signum: int, _frame: object) -> None:
+            pid = driver_pid()
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):  # gone: stop spark-submit itself
+                    os.kill(pid, signal.SIGTERM)
+                    return
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signal.SIGTERM)
 

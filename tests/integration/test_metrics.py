@@ -3,6 +3,7 @@ stub HTTP server receiving the real push), and /metrics served during a loop."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -73,7 +74,7 @@ class _Gateway(BaseHTTPRequestHandler):
     do_POST = do_PUT
 
     def log_message(self, *args):
-        pass
+        """Quiet: no request log on the test's stderr."""
 
 
 def test_failure_by_phase_is_pushed_to_the_pushgateway(job, spark, capsys):
@@ -115,11 +116,9 @@ def test_metrics_served_while_a_loop_runs(job, spark, capsys):
 
     def scrape():
         while not stop.is_set():
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
-                    scraped.append(r.read().decode())
-            except OSError:
-                pass
+            with contextlib.suppress(OSError), urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+                scraped.append(r.read().decode())
             stop.wait(0.05)
 
     scraper = threading.Thread(target=scrape)

@@ -17,7 +17,7 @@ RETRYABLE = {1, 4}
 
 
 class Retryable(RuntimeError):
-    pass
+    """An exit code worth retrying (1 internal, 4 runtime)."""
 
 
 @task(retries=2, retry_delay_seconds=60, retry_condition_fn=lambda t, r, s: isinstance(

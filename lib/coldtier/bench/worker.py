@@ -192,8 +192,9 @@ def run_incremental(spark: Any, task: dict[str, Any]) -> dict[str, Any]:
         feed.insert(task["rows"], f"(SELECT max(exchange_timestamp) FROM {feed.fqn}) + "
                                   f"toIntervalMillisecond(number - {first} + 1)", first)
 
-    while runner.step() is not None:  # warm-up: the seed, the target's creation
-        pass
+    warm = runner.step()  # warm-up: the seed, the target's creation
+    while warm is not None:
+        warm = runner.step()
     walls = []
     for _ in range(task["batches"]):
         next_rows()

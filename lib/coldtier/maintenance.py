@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from coldtier.config import MaintenanceConfig, TargetConfig
-from coldtier.sinks import make_sink
+from coldtier.sink_iceberg import IcebergSink
 
 MB = 1024 * 1024
 
@@ -43,7 +43,7 @@ def _iceberg_files(spark: Any, ident: str) -> tuple[int, int]:
 
 def _iceberg(spark: Any, target: TargetConfig, cfg: MaintenanceConfig, pipeline: str,
              table: str) -> dict[str, Any]:
-    sink = make_sink(spark, target)
+    sink = IcebergSink(spark, target)
     ident, cat, name = target.identifier, target.catalog, target.table
     files_before, bytes_before = _iceberg_files(spark, ident)
     snaps_before = spark.sql(f"SELECT count(*) FROM {ident}.snapshots").collect()[0][0]
@@ -53,15 +53,14 @@ def _iceberg(spark: Any, target: TargetConfig, cfg: MaintenanceConfig, pipeline:
     spark.sql(f"CALL {cat}.system.rewrite_manifests('{name}')").collect()
     now_ms = int(time.time() * 1000)
     older_than = now_ms - int(cfg.snapshot_retention_h * 3_600_000)
-    jt = sink._jtable()  # type: ignore[attr-defined]
-    newest = next(iter(sink._ours(pipeline, table)), None)  # type: ignore[attr-defined]
-    if newest is not None:  # the recovery check must still find the newest batch's snapshot
-        older_than = min(older_than, int(jt.snapshot(newest[2]).timestampMillis()))
+    newest_ms = sink.newest_batch_timestamp_ms(pipeline, table)
+    if newest_ms is not None:  # the recovery check must still find the newest batch's snapshot
+        older_than = min(older_than, newest_ms)
     spark.sql(f"CALL {cat}.system.expire_snapshots(table => '{name}', older_than => TIMESTAMP "
               f"'{_ts(older_than)}', retain_last => {cfg.retain_last})").collect()
     jvm = spark.sparkContext._jvm
     orphan_before = now_ms - int(cfg.orphan_age_h * 3_600_000)
-    jt.refresh()
+    jt = sink.table_handle()
     result = (jvm.org.apache.iceberg.spark.actions.SparkActions.get(spark._jsparkSession)
               .deleteOrphanFiles(jt).olderThan(orphan_before).execute())
     orphans = sum(1 for _ in result.orphanFileLocations())

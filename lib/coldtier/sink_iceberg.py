@@ -84,6 +84,17 @@ class IcebergSink:
             self.spark.sql(f"ALTER TABLE {self.ident} ADD COLUMNS ({cols})")
         return [f.name for f in added]
 
+    def table_handle(self) -> Any:
+        """The table's Java handle (org.apache.iceberg.Table), refreshed: for Iceberg's actions."""
+        return self._jtable()
+
+    def newest_batch_timestamp_ms(self, pipeline: str, table: str) -> int | None:
+        """When the newest snapshot carrying this pipeline/table's batch id was committed: the
+        snapshot the ledger check and recover-ledger read, which expiry must keep."""
+        for _, _, snapshot_id, _ in self._ours(pipeline, table):
+            return int(self._jtable().snapshot(snapshot_id).timestampMillis())
+        return None
+
     def current_commit(self) -> int | None:
         snap = self._jtable().currentSnapshot() if self.exists() else None
         return int(snap.snapshotId()) if snap is not None else None

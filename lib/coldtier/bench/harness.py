@@ -235,9 +235,7 @@ class Run:
         for r in results:
             self.record(r)
             if r["kind"] == "cell" and not r["task"].endswith("-warmup"):
-                if not r.get("error"):
-                    r["mb_per_s"] = round(r["rows_per_s"] * extras["source"]["bytes_per_row"] / 1e6, 1)
-                runs.append(r)
+                runs.append(with_mb_per_s(r, extras))
             elif r["kind"] == "sink-ceiling":
                 extras["sink"] = r
                 extras.update(jdbc_extra(r))
@@ -261,6 +259,13 @@ class Run:
             times.append(round(took, 3))
             say(f"relaunch with nothing to do: exit 0 in {took:.2f} s")
         return times
+
+
+def with_mb_per_s(run: dict[str, Any], extras: dict[str, Any]) -> dict[str, Any]:
+    """A cell run's MB/s: its rows/s times the source's RowBinary bytes per row."""
+    if not run.get("error"):
+        run["mb_per_s"] = round(run["rows_per_s"] * extras["source"]["bytes_per_row"] / 1e6, 1)
+    return run
 
 
 def jdbc_extra(sink: dict[str, Any]) -> dict[str, Any]:
@@ -319,8 +324,7 @@ def rerender(run_dir: Path, m: Matrix) -> int:
     for r in runs:
         if r.get("knob") == "combined":
             r["cell"] = "combined"
-        if not r.get("error"):
-            r["mb_per_s"] = round(r["rows_per_s"] * extras["source"]["bytes_per_row"] / 1e6, 1)
+        with_mb_per_s(r, extras)
     label = (run_dir / "results.md").read_text().splitlines()[0].removeprefix("# coldtier benchmark — ")
     return write_report(run_dir, m, label, aggregate(runs), extras)
 

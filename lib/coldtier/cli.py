@@ -45,7 +45,7 @@ from coldtier.loop import (
 from coldtier.metrics import RunMetrics
 from coldtier.offset import CursorSpec, Offset
 from coldtier.sinks import SchemaConflict, make_sink
-from coldtier.source import SourceSchemaError
+from coldtier.source import SourceDataError, SourceSchemaError
 from coldtier.spark import shield_jvm_from_stop_signals
 
 EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_LOCK, EXIT_RUNTIME, EXIT_LEDGER, EXIT_SCHEMA = 0, 1, 2, 3, 4, 5, 6
@@ -241,7 +241,7 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
     import time as _time
 
     from coldtier.reconcile import compare, parse_bucket, repair_bucket, sink_buckets, source_buckets
-    from coldtier.source import JdbcSource
+    from coldtier.source import JdbcSource, column_mappings
 
     bucket_s = parse_bucket(bucket)
     since_s = _when(since, _time.time())
@@ -264,10 +264,13 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
                 raise ValueError(f"table {t.name!r}: reconcile buckets by the timestamp column; "
                                  f"this table's cursor has none")
             sink = make_sink(spark, t.target)
+            mappings = column_mappings(cols, t)
 
             def diff() -> list[Any]:
-                return compare(cols, source_buckets(client, t, spec, cols, since_s, until_s, bucket_s),  # noqa: B023
-                               sink_buckets(spark, sink.ident, spec, cols, since_s, until_s, bucket_s))  # noqa: B023
+                return compare(mappings, source_buckets(client, t.source_table, spec, mappings,  # noqa: B023
+                                                        since_s, until_s, bucket_s),
+                               sink_buckets(spark, sink.ident, spec, mappings, since_s, until_s,  # noqa: B023
+                                            bucket_s))
 
             mismatches = diff()
             for m in mismatches:
@@ -445,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_LEDGER, "ledger inconsistent", exc, secrets)
     except (SourceSchemaError, SchemaConflict) as exc:
         return _fail(EXIT_SCHEMA, "schema problem", exc, secrets)
+    except SourceDataError as exc:
+        return _fail(EXIT_SCHEMA, "data problem", exc, secrets)
     except (ClickHouseError, ClickHouseUnreachable, LedgerError) as exc:
         return _fail(EXIT_RUNTIME, "runtime failure", exc, secrets)
     except Exception as exc:  # Spark/Py4J and anything unforeseen

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from coldtier.types import COLUMN_CHOICES
+
 CURSOR_MODES = ("timestamp+incrementing", "incrementing", "timestamp")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _PLAIN_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -99,6 +101,7 @@ class TableConfig:
     batch: BatchConfig
     target: TargetConfig
     keep_nanos: bool = False
+    columns: Mapping[str, str] = field(default_factory=dict)  # column → string | binary | exclude
 
 
 @dataclass(frozen=True)
@@ -266,6 +269,15 @@ class _Reader:
         if minimum is not None and value < minimum:
             raise self.fail(node, key + name, f"must be at least {minimum}, got {value}.")
         return kind(value)
+
+    def boolean(self, m: dict[str, _Node], name: str, key: str, default: bool) -> bool:
+        """A real YAML boolean (true/false): a quoted "false", 0 or "no" is an error, never True."""
+        node = m.get(name)
+        if node is None or node.value is None:
+            return default
+        if not isinstance(node.value, bool):
+            raise self.fail(node, key + name, f"expected true or false (unquoted), got {node.value!r}.")
+        return node.value
 
     def str_map(self, m: dict[str, _Node], name: str, key: str) -> dict[str, str]:
         node = m.get(name)
@@ -452,7 +464,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
     for i, node in enumerate(tnode.value):
         k = f"tables[{i}]."
         tm = r.mapping(node, f"tables[{i}]",
-                       ("name", "source", "cursor", "batch", "target", "keep_nanos"))
+                       ("name", "source", "cursor", "batch", "target", "keep_nanos", "columns"))
         name = r.string(tm, "name", k, required=True) or ""
         r.identifier(tm, "name", k, name)
         if name in seen:
@@ -503,8 +515,13 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
                          f"{fmt!r} is not one of {', '.join(SINK_FORMATS)}.")
         maker = _delta_target if fmt == "delta" else _iceberg_target
         target = maker(r, gm, k + "target.", catalogs)
-        keep_nanos = bool(tm["keep_nanos"].value) if "keep_nanos" in tm else False
-        tables.append(TableConfig(name, conn, src_table, cursor, batch, target, keep_nanos))
+        keep_nanos = r.boolean(tm, "keep_nanos", k, False)
+        columns = r.str_map(tm, "columns", k)
+        for col, choice in columns.items():
+            if choice not in COLUMN_CHOICES:
+                raise r.fail(tm["columns"].value[col], f"{k}columns.{col}",
+                             f"{choice!r} is not one of {', '.join(COLUMN_CHOICES)}.")
+        tables.append(TableConfig(name, conn, src_table, cursor, batch, target, keep_nanos, columns))
 
     metrics = MetricsConfig()
     if "metrics" in root:

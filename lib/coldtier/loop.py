@@ -34,7 +34,14 @@ from coldtier.planning import (
     plan_query,
 )
 from coldtier.sinks import make_sink
-from coldtier.source import JdbcSource, SourceSchemaError, describe
+from coldtier.source import (
+    UTF8_MARK,
+    JdbcSource,
+    SourceDataError,
+    SourceSchemaError,
+    column_mappings,
+    describe,
+)
 
 
 class FaultHook:
@@ -151,6 +158,16 @@ def ledger_watermark(ledger: Ledger, pipeline: str, table: str) -> tuple[int, Of
     return last.batch_id, last.rng.hi
 
 
+def refused_value(exc: BaseException) -> str | None:
+    """The message of a value check that failed inside a batch's read (the source's
+    ``throwIf`` guards, carried through the driver and Spark), or None."""
+    m = re.search(re.escape(UTF8_MARK) + r"[^'\n]*?to keep the bytes", str(exc))
+    if m:
+        return m.group(0).removeprefix("coldtier: ")
+    m = re.search(re.escape(UTF8_MARK) + r"[^'\n]*?does not replace them", str(exc))
+    return m.group(0).removeprefix("coldtier: ") if m else None
+
+
 def source_client(cfg: AppConfig, t: TableConfig) -> ClickHouseHTTP:
     src = cfg.sources[t.connection]
     return ClickHouseHTTP.from_jdbc_url(src.url, src.user, src.password, src.connect_timeout_s)
@@ -170,9 +187,11 @@ def resolve_cursor(client: ClickHouseHTTP, t: TableConfig) -> tuple[CursorSpec, 
     from coldtier.offset import CursorTypeError
 
     try:
-        return CursorSpec.resolve(t.cursor, types, t.source_table), columns
+        spec = CursorSpec.resolve(t.cursor, types, t.source_table)
     except CursorTypeError as exc:
         raise SourceSchemaError(f"table {t.name!r}: {exc}") from None
+    column_mappings(columns, t)  # every column copyable exactly, or exit 6 before any plan
+    return spec, columns
 
 
 @dataclass
@@ -365,8 +384,16 @@ class TableRunner:
         ClickHouse into the Iceberg writer inside one Spark job, timed as write_s."""
         t2 = time.perf_counter()
         self.phase = "write"
-        with self.hook.watch_write(self.spark, self.table.name, batch.batch_id):
-            info = self.sink.append(df, batch)  # reads from ClickHouse and writes, in one Spark job
+        try:
+            with self.hook.watch_write(self.spark, self.table.name, batch.batch_id):
+                info = self.sink.append(df, batch)  # reads from ClickHouse and writes, in one Spark job
+        except Exception as exc:
+            refused = refused_value(exc)
+            if refused is None:
+                raise
+            raise SourceDataError(
+                f"{self.pipeline}/{self.table.name} batch {batch.batch_id}: {refused}. Nothing of the batch "
+                f"was written; it stays planned and is replayed by the next run.") from None
         write_s = time.perf_counter() - t2
         self.hook(self.table.name, batch.batch_id, "after-sink-commit")
         t3 = time.perf_counter()

@@ -1,29 +1,28 @@
-"""Reconciliation: compare ClickHouse and Iceberg per time bucket, and repair buckets.
+"""Reconciliation: compare ClickHouse and the sink per time bucket, and repair buckets.
 
-Both sides compute the same order-independent fingerprint per bucket, natively:
-count, and per column a sum that does not depend on row order (CRC32 of strings, exact
-decimal sums of numbers, epoch microseconds of timestamps, counts of non-NULL values).
-Float columns are compared by their non-NULL count only (float sums depend on order).
+Both sides compute the same order-independent fingerprint per bucket, natively, from the
+column mappings the copy itself uses (``coldtier.types``): the row count, and per column the
+count of non-NULL values plus either the exact sum of an integer form (timestamps as epoch
+microseconds, dates as days, integers, booleans) or the sum of CRC32s of a canonical text
+(decimals at full scale, floats by their bits, strings and bytes by their bytes, containers
+element by element). A one-microsecond shift, one decimal digit or one byte changes it.
 
-A repair re-copies one bucket in one Iceberg commit: a MERGE on the cursor key that inserts
-the rows Iceberg lacks and deletes the rows of that bucket the source no longer has.
+Result columns are read by position and aliased with names no source column has, so no
+column name can collide with them.
+
+A repair re-copies one bucket in one commit: a MERGE on the cursor key that inserts the rows
+the sink lacks and deletes the rows of that bucket the source no longer has.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from coldtier.clickhouse_http import ClickHouseHTTP
-from coldtier.config import TableConfig
 from coldtier.offset import CursorSpec
-from coldtier.source import SourceColumn, projection, quote, unwrap
-
-_STRINGY = re.compile(r"^(String|FixedString\(\d+\)|UUID|IPv4|IPv6|Enum8\(.*\)|Enum16\(.*\))$", re.S)
-_NUMERIC = re.compile(r"^(U?Int(8|16|32|64|128|256)|Decimal(32|64|128|256)?\(.*\))$")
-_TIME = re.compile(r"^DateTime64?(\(.*\))?$")
+from coldtier.types import ColumnMapping, spark_quote, unique_name
 
 
 def parse_bucket(text: str) -> int:
@@ -36,87 +35,83 @@ def parse_bucket(text: str) -> int:
 
 @dataclass(frozen=True)
 class Measure:
-    name: str
-    ch_sql: str
-    kind: str  # crc | num | time | count | bool
-    scale: int = 0
+    """One number per bucket: ``kind`` count (non-NULL values), sum (exact integer sum) or crc
+    (sum of CRC32s) of a per-row expression, written for ClickHouse and for Spark."""
+
+    name: str  # the column (or "rows")
+    kind: str
+    ch_row: str
+    spark_row: str
+
+    def ch_sql(self) -> str:
+        return {"count": f"count({self.ch_row})", "sum": f"sum(toInt128({self.ch_row}))",
+                "crc": f"sum(toInt128(CRC32({self.ch_row})))"}[self.kind]
+
+    def spark_row_sql(self) -> str:
+        """The per-row value the Spark aggregate sums or counts (computed below the aggregate:
+        Spark refuses non-deterministic ``java_method`` inside one)."""
+        return f"crc32(cast({self.spark_row} as binary))" if self.kind == "crc" else self.spark_row
+
+    def spark_agg(self, col: str) -> str:
+        return f"count({col})" if self.kind == "count" else f"sum(cast({col} as decimal(38,0)))"
 
 
-def measures(columns: list[SourceColumn]) -> list[Measure]:
-    out = [Measure("rows", "count()", "count")]
-    for c in columns:
-        base, q = unwrap(c.ch_type), quote(c.name)
-        if _STRINGY.match(base):
-            out.append(Measure(c.name, f"sum(toInt128(CRC32(toString({q}))))", "crc"))
-        elif _NUMERIC.match(base):
-            out.append(Measure(c.name, f"toString(sum(toDecimal256({q}, {_scale(base)})))", "num",
-                               _scale(base)))
-        elif _TIME.match(base):
-            micros = f"toUnixTimestamp64Micro(toDateTime64({q}, 6))"
-            out.append(Measure(c.name, f"sum(toInt128({micros}))", "time"))
-        elif base == "Bool":
-            out.append(Measure(c.name, f"countIf({q})", "bool"))
-        else:  # floats (order-dependent sums), dates and others: non-NULL count
-            out.append(Measure(c.name, f"count({q})", "count"))
+def measures(mappings: list[ColumnMapping]) -> list[Measure]:
+    out = [Measure("rows", "count", "1", "1")]
+    for m in mappings:
+        out.append(Measure(m.name, "count", m.fp_ch, spark_quote(m.name)))
+        out.append(Measure(m.name, "sum" if m.fp_kind == "int" else "crc", m.fp_ch, m.fp_spark))
     return out
 
 
-def _scale(base: str) -> int:
-    m = re.match(r"^Decimal(?:32|64|128|256)?\((?:\d+\s*,\s*)?(\d+)\)$", base)
-    if base.startswith("Decimal") and m:
-        return int(m.group(1))
-    return 0
-
-
 def _norm(v: Any) -> str:
-    if v is None:
-        return "0"
-    d = Decimal(str(v))
-    return format(d.normalize(), "f") if d != 0 else "0"
+    """Every measure is an integer (counts, exact sums): its exact decimal text."""
+    return "0" if v is None else str(int(v))
 
 
-def source_buckets(client: ClickHouseHTTP, t: TableConfig, spec: CursorSpec, cols: list[SourceColumn],
+def _micros(mappings: list[ColumnMapping], ts_col: str) -> ColumnMapping:
+    for m in mappings:
+        if m.name == ts_col.strip("`"):
+            return m
+    raise ValueError(f"the cursor's timestamp column {ts_col} is not copied")
+
+
+def source_buckets(client: ClickHouseHTTP, source_table: str, spec: CursorSpec, mappings: list[ColumnMapping],
                    since_s: int, until_s: int | None, bucket_s: int) -> dict[int, tuple[str, ...]]:
-    ms = measures(cols)
-    ts = spec.ts_col
-    where = f"{ts} >= toDateTime({since_s}, 'UTC')"
+    ms = measures(mappings)
+    taken = {m.name.lower() for m in mappings}
+    b, width = unique_name("ct_bucket", taken), bucket_s * 1_000_000
+    micros = _micros(mappings, spec.ts_col or "").fp_ch
+    where = f"{micros} >= {since_s * 1_000_000}"
     if until_s is not None:
-        where += f" AND {ts} < toDateTime({until_s}, 'UTC')"
-    sel = ", ".join(f"{m.ch_sql} AS m{i}" for i, m in enumerate(ms))
-    rows = client.rows(f"SELECT intDiv(toUnixTimestamp({ts}), {bucket_s}) * {bucket_s} AS b, {sel} "
-                       f"FROM {t.source_table} WHERE {where} GROUP BY b ORDER BY b",
-                       settings={"output_format_json_quote_64bit_integers": "1"})
-    return {int(r["b"]): tuple(_norm(r[f"m{i}"]) for i in range(len(ms))) for r in rows}
+        where += f" AND {micros} < {until_s * 1_000_000}"
+    sel = ", ".join(f"{m.ch_sql()} AS {unique_name(f'ct_m{i}', taken)}" for i, m in enumerate(ms))
+    out = client.query(
+        f"SELECT intDiv({micros} - positiveModulo({micros}, {width}), {width}) * {bucket_s} AS {b}, {sel} "
+        f"FROM {source_table} WHERE {where} GROUP BY {b} ORDER BY {b}", fmt="JSONCompactEachRow",
+        settings={"output_format_json_quote_64bit_integers": "1"})
+    import json
+
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return {int(r[0]): tuple(_norm(v) for v in r[1:]) for r in rows}
 
 
-def sink_buckets(spark: Any, target: str, spec: CursorSpec, cols: list[SourceColumn], since_s: int,
+def sink_buckets(spark: Any, target: str, spec: CursorSpec, mappings: list[ColumnMapping], since_s: int,
                  until_s: int | None, bucket_s: int) -> dict[int, tuple[str, ...]]:
-    from pyspark.sql import functions as F
-
-    ms = measures(cols)
-    ts = F.col(spec.ts_col)
-    df = spark.table(target).where(F.unix_seconds(ts) >= since_s)
+    ms = measures(mappings)
+    taken = {m.name.lower() for m in mappings}
+    width = bucket_s * 1_000_000
+    micros = _micros(mappings, spec.ts_col or "").fp_spark
+    where = f"{micros} >= {since_s * 1_000_000}"
     if until_s is not None:
-        df = df.where(F.unix_seconds(ts) < until_s)
-    aggs = []
-    for i, m in enumerate(ms):
-        c = F.col(f"`{m.name}`") if m.name != "rows" else None
-        if m.kind == "count" and c is None:
-            e = F.count(F.lit(1))
-        elif m.kind == "count":
-            e = F.count(c)
-        elif m.kind == "crc":
-            e = F.sum(F.crc32(c.cast("string")).cast("decimal(38,0)"))
-        elif m.kind == "num":
-            e = F.sum(c.cast(f"decimal(38,{m.scale})"))
-        elif m.kind == "time":
-            e = F.sum(F.unix_micros(c).cast("decimal(38,0)"))
-        else:
-            e = F.count(F.when(c, 1))
-        aggs.append(e.alias(f"m{i}"))
-    bucket = (F.floor(F.unix_seconds(ts) / bucket_s) * bucket_s).cast("long").alias("b")
-    rows = df.groupBy(bucket).agg(*aggs).collect()
-    return {int(r["b"]): tuple(_norm(r[f"m{i}"]) for i in range(len(ms))) for r in rows}
+        where += f" AND {micros} < {until_s * 1_000_000}"
+    b = unique_name("ct_bucket", taken)
+    cols = [unique_name(f"ct_v{i}", taken) for i in range(len(ms))]
+    rows_sql = ", ".join(f"{m.spark_row_sql()} AS {c}" for m, c in zip(ms, cols, strict=True))
+    aggs = ", ".join(m.spark_agg(c) for m, c in zip(ms, cols, strict=True))
+    rows = spark.sql(f"SELECT {b}, {aggs} FROM (SELECT ({micros} - pmod({micros}, {width})) div {width} * "
+                     f"{bucket_s} AS {b}, {rows_sql} FROM {target} WHERE {where}) GROUP BY {b}").collect()
+    return {int(r[0]): tuple(_norm(v) for v in list(r)[1:]) for r in rows}
 
 
 @dataclass(frozen=True)
@@ -127,9 +122,9 @@ class Mismatch:
     columns: tuple[str, ...]
 
 
-def compare(cols: list[SourceColumn], src: dict[int, tuple[str, ...]],
+def compare(mappings: list[ColumnMapping], src: dict[int, tuple[str, ...]],
             snk: dict[int, tuple[str, ...]]) -> list[Mismatch]:
-    names = [m.name for m in measures(cols)]
+    names = [m.name for m in measures(mappings)]
     out = []
     for b in sorted(set(src) | set(snk)):
         a, z = src.get(b), snk.get(b)
@@ -137,7 +132,7 @@ def compare(cols: list[SourceColumn], src: dict[int, tuple[str, ...]],
             continue
         a = a or ("0",) * len(names)
         z = z or ("0",) * len(names)
-        diff = tuple(n for n, x, y in zip(names, a, z, strict=True) if x != y)
+        diff = tuple(dict.fromkeys(n for n, x, y in zip(names, a, z, strict=True) if x != y))
         out.append(Mismatch(b, int(a[0]), int(z[0]), diff))
     return out
 
@@ -147,13 +142,9 @@ def repair_bucket(spark: Any, source: Any, target: str, spec: CursorSpec, bucket
     """Make one bucket of the Iceberg table equal to the source, in one commit (idempotent):
     insert what is missing, delete what the source no longer has, keyed on the cursor."""
     ts = spec.ts_col
-    cols = ", ".join(projection(source.columns, source.table.keep_nanos))
     where = (f"{ts} >= toDateTime({bucket_start}, 'UTC') AND "
              f"{ts} < toDateTime({bucket_start + bucket_s}, 'UTC')")
-    props = source.jdbc_properties_base()
-    df = spark.read.jdbc(source.source.url,
-                         f"(SELECT {cols} FROM {source.table.source_table} WHERE {where}) AS coldtier_repair",
-                         properties=props)
+    df = source.read_where(spark, where, "coldtier_repair")
     view = f"coldtier_repair_{bucket_start}"
     df.createOrReplaceTempView(view)
     in_bucket = (f"unix_seconds(t.`{ts}`) >= {bucket_start} AND "

@@ -1,14 +1,14 @@
 """The JDBC micro-batch source (Kafka Connect's "querier"): reads one planned range.
 
-The projection casts ClickHouse types the driver cannot hand to Spark into well-defined
-ones, in SQL, so no custom JVM dialect is needed; every read carries the range predicate
-inside the subquery and one disjoint partition predicate per Spark partition.
+Each column crosses JDBC in a form the driver cannot get wrong and is rebuilt in Spark
+(``coldtier.types``): instants as integer epoch microseconds, dates as days, containers as
+JSON text, strings checked to be UTF-8. Every read carries the range predicate inside the
+subquery and one disjoint partition predicate per Spark partition.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coldtier.clickhouse_http import ClickHouseHTTP
@@ -16,10 +16,10 @@ from coldtier.config import SourceConfig, TableConfig
 from coldtier.ledger import Batch
 from coldtier.offset import CursorSpec
 from coldtier.planning import predicate
+from coldtier.types import ColumnMapping, UnsupportedColumn, map_columns, quote, spark_quote, wire_names
 
 CH_DRIVER = "com.clickhouse.jdbc.ClickHouseDriver"
-_AS_STRING = re.compile(r"^(UUID|IPv4|IPv6|Enum8\(.*\)|Enum16\(.*\)|U?Int(128|256))$", re.S)
-_DT64_9 = re.compile(r"^DateTime64\(9(\s*,.*)?\)$")
+UTF8_MARK = "coldtier: invalid UTF-8"
 
 
 @dataclass(frozen=True)
@@ -32,33 +32,30 @@ class SourceSchemaError(RuntimeError):
     """The source table is missing or cannot be read as configured."""
 
 
-def unwrap(ch_type: str) -> str:
-    """The type inside Nullable(...) / LowCardinality(...)."""
-    t = ch_type.strip()
-    while True:
-        m = re.match(r"^(Nullable|LowCardinality)\((.*)\)$", t, re.S)
-        if not m:
-            return t
-        t = m.group(2).strip()
+class SourceDataError(RuntimeError):
+    """A batch holds values coldtier refuses to copy inexactly (e.g. bytes that are not UTF-8)."""
 
 
-def quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
+def column_mappings(columns: list[SourceColumn], table: TableConfig) -> list[ColumnMapping]:
+    """The target columns of a source table; SourceSchemaError (exit 6) for a column that cannot
+    be copied exactly, before any batch is planned."""
+    try:
+        return map_columns([(c.name, c.ch_type) for c in columns], table.source_table,
+                           dict(table.columns), table.keep_nanos)
+    except UnsupportedColumn as exc:
+        raise SourceSchemaError(f"table {table.name!r}: {exc}.") from None
 
 
-def projection(columns: list[SourceColumn], keep_nanos: bool = False) -> list[str]:
-    """SELECT expressions giving each column a well-defined Spark type."""
-    out = []
-    for c in columns:
-        base = unwrap(c.ch_type)
-        q = quote(c.name)
-        if _AS_STRING.match(base):
-            out.append(f"toString({q}) AS {q}")
-        else:
-            out.append(q)
-        if keep_nanos and _DT64_9.match(base):
-            out.append(f"toUnixTimestamp64Nano({q}) AS {quote(c.name + '_nanos')}")
-    return out
+def projection(mappings: list[ColumnMapping], names: list[str]) -> list[str]:
+    """SELECT expressions: each column in its wire form, under an alias no column has."""
+    return [f"{m.wire_sql} AS {quote(n)}" for m, n in zip(mappings, names, strict=True)]
+
+
+def rebuild(df: Any, mappings: list[ColumnMapping], names: list[str]) -> Any:
+    """The wire columns turned back into their target types (timestamps, dates, containers),
+    under the source's column names."""
+    wire = df.select(*[df[spark_quote(n)] for n in names]).toDF(*[m.name for m in mappings])
+    return wire.selectExpr(*[f"{m.spark_sql} AS {spark_quote(m.name)}" for m in mappings])
 
 
 def describe(client: ClickHouseHTTP, table: str) -> list[SourceColumn]:
@@ -78,10 +75,22 @@ class JdbcSource:
     table: TableConfig
     spec: CursorSpec
     columns: list[SourceColumn]
+    mappings: list[ColumnMapping] = field(init=False)
+
+    wire: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mappings = column_mappings(self.columns, self.table)
+        self.wire = wire_names(self.mappings, [c.name for c in self.columns])
 
     def select_sql(self, batch: Batch) -> str:
-        cols = ", ".join(projection(self.columns, self.table.keep_nanos))
-        return f"SELECT {cols} FROM {self.table.source_table} WHERE {predicate(self.spec, batch.rng)}"
+        return self.select_where(predicate(self.spec, batch.rng))
+
+    def select_where(self, where: str) -> str:
+        """The wire columns, plus the cursor columns as they are: Spark applies each partition's
+        predicate to this subquery's output, and never transfers the cursor columns."""
+        cols = ", ".join(projection(self.mappings, self.wire) + self.spec.key_columns())
+        return f"SELECT {cols} FROM {self.table.source_table} WHERE {where}"
 
     def partition_predicates(self, batch: Batch) -> list[str]:
         return [predicate(self.spec, p) for p in batch.parts]
@@ -104,9 +113,16 @@ class JdbcSource:
         return props
 
     def read(self, spark: Any, batch: Batch) -> Any:
-        return spark.read.jdbc(
+        df = spark.read.jdbc(
             self.source.url,
             f"({self.select_sql(batch)}) AS coldtier_src",
             predicates=self.partition_predicates(batch),
             properties=self.jdbc_properties(batch),
         )
+        return rebuild(df, self.mappings, self.wire)
+
+    def read_where(self, spark: Any, where: str, alias: str = "coldtier_src") -> Any:
+        """Rows matching a ClickHouse condition, rebuilt like a batch (reconcile's repair)."""
+        df = spark.read.jdbc(self.source.url, f"({self.select_where(where)}) AS {alias}",
+                             properties=self.jdbc_properties_base())
+        return rebuild(df, self.mappings, self.wire)

@@ -63,3 +63,27 @@ def test_bad_config_names_file_line_and_key(tmp_path, change, message):
 
 def test_mask_hides_values_not_words_inside_paths():
     assert mask("password=hunter2 at /x/hunter2-lib.zip", ("hunter2",)) == "password=*** at /x/hunter2-lib.zip"
+
+
+@pytest.mark.parametrize("value", ['"false"', '"0"', '"no"', "0", "1", "no-thanks", '""'])
+def test_booleans_accept_only_real_booleans(tmp_path, value):
+    text = GOOD.replace("    cursor: {lag_s: 60}\n", f"    cursor: {{lag_s: 60}}\n    keep_nanos: {value}\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:18: tables\[0\].keep_nanos: expected true or false"):
+        load(write(tmp_path, text), {"CH_PW": "x"})
+
+
+@pytest.mark.parametrize(("value", "want"), [("true", True), ("false", False), ("yes", True), ("off", False)])
+def test_booleans_accept_yaml_booleans(tmp_path, value, want):
+    text = GOOD.replace("    cursor: {lag_s: 60}\n", f"    cursor: {{lag_s: 60}}\n    keep_nanos: {value}\n")
+    assert load(write(tmp_path, text), {"CH_PW": "x"}).tables[0].keep_nanos is want
+
+
+def test_column_choices_are_checked(tmp_path):
+    text = GOOD.replace("    cursor: {lag_s: 60}\n", "    cursor: {lag_s: 60}\n    columns: {price: binary, raw: "
+                        "exclude}\n")
+    assert dict(load(write(tmp_path, text), {"CH_PW": "x"}).tables[0].columns) == {"price": "binary",
+                                                                                "raw": "exclude"}
+    bad = text.replace("raw: exclude", "raw: text")
+    with pytest.raises(ConfigError, match=r"c.yaml:18: tables\[0\].columns.raw: 'text' is not one of string, "
+                                          r"binary, exclude"):
+        load(write(tmp_path, bad), {"CH_PW": "x"})

@@ -6,7 +6,6 @@ must kill or restart a service start their own instance.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,8 +19,6 @@ from pytest_postgresql.executors.proc import PostgreSQLExecutor
 from coldtier import deps
 from coldtier.spark import build_session, iceberg_catalog_conf
 from helpers import CH_PASSWORD, PG_PASSWORD, ROOT, ChembedProcess, free_port
-
-os.environ.setdefault("TZ", "UTC")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ PostgreSQL ledger, real Iceberg (Hadoop and JDBC catalogs)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import signal
@@ -186,7 +187,7 @@ def test_crash_after_plan_replays_the_same_range(job, spark, capsys):
 
 CONFORMANCE = """
 CREATE TABLE {db}.types (
-    id Int32, dt3 DateTime64(3, 'UTC'), dt6 DateTime64(6), dt9 DateTime64(9),
+    id Int32, dt3 DateTime64(3, 'UTC'), dt6 DateTime64(6, 'UTC'), dt9 DateTime64(9, 'UTC'),
     d18 Decimal(18, 8), d38 Decimal(38, 18), u64 UInt64, f64 Float64,
     lc LowCardinality(String), ns Nullable(String), e8 Enum8('buy' = 1, 'sell' = 2), uid UUID, b Bool
 ) ENGINE = MergeTree ORDER BY (dt3, id)
@@ -203,7 +204,9 @@ def test_every_conformance_type_survives_end_to_end(job, spark, capsys):
     code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0, err
     got = spark.table(job.target("types"))
-    expected = spark.createDataFrame(EXPECTED_ROWS, EXPECTED_SCHEMA)
+    # the columns are UTC: the expected instants too, whatever this process's zone
+    rows = [tuple(v.replace(tzinfo=dt.UTC) if isinstance(v, dt.datetime) else v for v in r) for r in EXPECTED_ROWS]
+    expected = spark.createDataFrame(rows, EXPECTED_SCHEMA)
     assert_df_equality(got.drop("dt9_nanos").select(*expected.columns), expected, ignore_nullable=True,
                        ignore_row_order=True, ignore_metadata=True)
     nanos = {r.id: r.dt9_nanos for r in got.collect()}

@@ -240,8 +240,8 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
                   repair: bool) -> int:
     import time as _time
 
-    from coldtier.reconcile import compare, parse_bucket, repair_bucket, sink_buckets, source_buckets
-    from coldtier.source import JdbcSource, column_mappings
+    from coldtier.reconcile import parse_bucket, reconcile_table
+    from coldtier.source import JdbcSource
 
     bucket_s = parse_bucket(bucket)
     since_s = _when(since, _time.time())
@@ -260,34 +260,16 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
         for t in tables:
             client = source_client(cfg, t)
             spec, cols = resolve_cursor(client, t)
-            if spec.ts_col is None:
-                raise ValueError(f"table {t.name!r}: reconcile buckets by the timestamp column; "
-                                 f"this table's cursor has none")
+            source = JdbcSource(cfg.sources[t.connection], t, spec, cols)
+            _, wm = ledger_watermark(ledger, cfg.pipeline, t.name)
+
+            def record(m: Any, snapshot: int | None, name: str = t.name) -> None:
+                ledger.record_repair(cfg.pipeline, name, m.bucket_start, bucket_s, m.source_rows,
+                                     m.sink_rows, snapshot)
+
             sink = make_sink(spark, t.target)
-            mappings = column_mappings(cols, t)
-
-            def diff() -> list[Any]:
-                return compare(mappings, source_buckets(client, t.source_table, spec, mappings,  # noqa: B023
-                                                        since_s, until_s, bucket_s),
-                               sink_buckets(spark, sink.ident, spec, mappings, since_s, until_s,  # noqa: B023
-                                            bucket_s))
-
-            mismatches = diff()
-            for m in mismatches:
-                print(json.dumps({"table": t.name, "bucket": dt.datetime.fromtimestamp(
-                    m.bucket_start, dt.UTC).isoformat(), "source_rows": m.source_rows,
-                    "sink_rows": m.sink_rows, "differs": list(m.columns)}))
-            if mismatches and repair:
-                source = JdbcSource(cfg.sources[t.connection], t, spec, cols)
-                for m in mismatches:
-                    repair_bucket(spark, source, sink.ident, spec, m.bucket_start, bucket_s)
-                    snap = sink.current_commit()
-                    ledger.record_repair(cfg.pipeline, t.name, m.bucket_start, bucket_s, m.source_rows,
-                                         m.sink_rows, snap)
-                mismatches = diff()
-                print(json.dumps({"table": t.name, "repaired_buckets": len(mismatches) == 0}))
-            print(json.dumps({"table": t.name, "mismatched_buckets": len(mismatches)}))
-            if mismatches:
+            if reconcile_table(spark, client, source, sink, wm, since_s, until_s, bucket_s, repair, record,
+                               lambda doc: print(json.dumps(doc))):
                 worst = EXIT_MISMATCH
         return worst
     finally:

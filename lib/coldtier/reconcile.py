@@ -10,8 +10,16 @@ element by element). A one-microsecond shift, one decimal digit or one byte chan
 Result columns are read by position and aliased with names no source column has, so no
 column name can collide with them.
 
-A repair re-copies one bucket in one commit: a MERGE on the cursor key that inserts the rows
-the sink lacks and deletes the rows of that bucket the source no longer has.
+Both sides only ever look at rows at or below the committed watermark (the exact cursor
+tuple): rows above it belong to the loop, which will copy them. A mismatched bucket that
+starts before the oldest row the source still holds (TTL, dropped partitions) is reported as
+``source_expired`` and never repaired: the cold tier is the system of record there.
+
+A repair inserts, in one commit per bucket, the multiset difference source − sink of whole
+rows (``exceptAll``): rows the sink lacks, duplicates included, whatever the cursor key. It
+never deletes or rewrites a row, so rows another writer put in the target and rows the hot
+tier has aged out survive; rows the sink has beyond the source are reported for an operator.
+Running it again inserts nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coldtier.clickhouse_http import ClickHouseHTTP
-from coldtier.offset import CursorSpec
+from coldtier.offset import CursorSpec, Offset
 from coldtier.types import ColumnMapping, spark_quote, unique_name
 
 
@@ -77,12 +85,13 @@ def _micros(mappings: list[ColumnMapping], ts_col: str) -> ColumnMapping:
 
 
 def source_buckets(client: ClickHouseHTTP, source_table: str, spec: CursorSpec, mappings: list[ColumnMapping],
-                   since_s: int, until_s: int | None, bucket_s: int) -> dict[int, tuple[str, ...]]:
+                   since_s: int, until_s: int | None, bucket_s: int,
+                   clip: str = "1") -> dict[int, tuple[str, ...]]:
     ms = measures(mappings)
     taken = {m.name.lower() for m in mappings}
     b, width = unique_name("ct_bucket", taken), bucket_s * 1_000_000
     micros = _micros(mappings, spec.ts_col or "").fp_ch
-    where = f"{micros} >= {since_s * 1_000_000}"
+    where = f"{micros} >= {since_s * 1_000_000} AND ({clip})"
     if until_s is not None:
         where += f" AND {micros} < {until_s * 1_000_000}"
     sel = ", ".join(f"{m.ch_sql()} AS {unique_name(f'ct_m{i}', taken)}" for i, m in enumerate(ms))
@@ -97,12 +106,12 @@ def source_buckets(client: ClickHouseHTTP, source_table: str, spec: CursorSpec, 
 
 
 def sink_buckets(spark: Any, target: str, spec: CursorSpec, mappings: list[ColumnMapping], since_s: int,
-                 until_s: int | None, bucket_s: int) -> dict[int, tuple[str, ...]]:
+                 until_s: int | None, bucket_s: int, clip: str = "true") -> dict[int, tuple[str, ...]]:
     ms = measures(mappings)
     taken = {m.name.lower() for m in mappings}
     width = bucket_s * 1_000_000
     micros = _micros(mappings, spec.ts_col or "").fp_spark
-    where = f"{micros} >= {since_s * 1_000_000}"
+    where = f"{micros} >= {since_s * 1_000_000} AND ({clip})"
     if until_s is not None:
         where += f" AND {micros} < {until_s * 1_000_000}"
     b = unique_name("ct_bucket", taken)
@@ -137,20 +146,158 @@ def compare(mappings: list[ColumnMapping], src: dict[int, tuple[str, ...]],
     return out
 
 
-def repair_bucket(spark: Any, source: Any, target: str, spec: CursorSpec, bucket_start: int,
-                  bucket_s: int) -> None:
-    """Make one bucket of the Iceberg table equal to the source, in one commit (idempotent):
-    insert what is missing, delete what the source no longer has, keyed on the cursor."""
-    ts = spec.ts_col
-    where = (f"{ts} >= toDateTime({bucket_start}, 'UTC') AND "
-             f"{ts} < toDateTime({bucket_start + bucket_s}, 'UTC')")
-    df = source.read_where(spark, where, "coldtier_repair")
-    view = f"coldtier_repair_{bucket_start}"
-    df.createOrReplaceTempView(view)
-    in_bucket = (f"unix_seconds(t.`{ts}`) >= {bucket_start} AND "
-                 f"unix_seconds(t.`{ts}`) < {bucket_start + bucket_s}")
-    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key_columns())
-    spark.sql(f"MERGE INTO {target} t USING {view} s ON {on} "
-              f"WHEN NOT MATCHED THEN INSERT * "
-              f"WHEN NOT MATCHED BY SOURCE AND {in_bucket} THEN DELETE")
-    spark.catalog.dropTempView(view)
+@dataclass(frozen=True)
+class Clip:
+    """``cursor <= watermark`` on both sides, in the forms both can compute exactly: the
+    timestamp as epoch microseconds and the incrementing column as an integer. A
+    ``DateTime64(7..9)`` watermark cannot be told apart inside its microsecond at the sink, so
+    that last microsecond is left for the next reconcile (never compared half-copied)."""
+
+    ch: str
+    spark: str
+
+
+def clip_to_watermark(spec: CursorSpec, mappings: list[ColumnMapping], wm: Offset | None) -> Clip:
+    if wm is None or wm.ts is None:
+        return Clip("0", "false")  # nothing committed yet: nothing to compare
+    by_name = {m.name: m for m in mappings}
+    ts = by_name[(spec.ts_col or "").strip("`")]
+    inc = by_name[spec.inc_col.strip("`")] if spec.inc_col is not None else None
+    exact = spec.ts_scale <= 6
+    w = wm.ts * 10 ** (6 - spec.ts_scale) if exact else wm.ts // 10 ** (spec.ts_scale - 6)
+
+    def cond(t: str, i: str | None) -> str:
+        if not exact:
+            return f"{t} < {w}"
+        if i is None:
+            return f"{t} <= {w}"
+        return f"{t} < {w} OR ({t} = {w} AND {i} <= {int(wm.inc or 0)})"
+
+    return Clip(cond(ts.fp_ch, inc.fp_ch if inc else None), cond(ts.fp_spark, inc.fp_spark if inc else None))
+
+
+@dataclass(frozen=True)
+class BucketReport:
+    mismatch: Mismatch
+    expired: bool  # starts before the oldest row the source still holds: never repaired
+
+    def to_json(self, table: str) -> dict[str, Any]:
+        import datetime as dt
+
+        m = self.mismatch
+        return {"table": table, "bucket": dt.datetime.fromtimestamp(m.bucket_start, dt.UTC).isoformat(),
+                "source_rows": m.source_rows, "sink_rows": m.sink_rows, "differs": list(m.columns),
+                "state": "source_expired" if self.expired else "mismatch"}
+
+
+def classify(mismatches: list[Mismatch], expired: set[int]) -> list[BucketReport]:
+    return [BucketReport(m, m.bucket_start in expired) for m in mismatches]
+
+
+def oldest_source_micros(client: ClickHouseHTTP, source_table: str, mappings: list[ColumnMapping],
+                         ts_col: str) -> int | None:
+    micros = _micros(mappings, ts_col).fp_ch
+    value = client.scalar(f"SELECT if(count() = 0, NULL, min({micros})) FROM {source_table}")
+    return None if value in ("", "\\N", "NULL") else int(value)
+
+
+def expired_buckets(spark: Any, target: str, mappings: list[ColumnMapping], ts_col: str, bucket_s: int,
+                    oldest_micros: int | None, candidates: list[int]) -> set[int]:
+    """Buckets in which the sink holds rows older than the oldest row the source still has (all
+    its rows, when the source is empty): the source no longer fully holds them (TTL, dropped
+    partitions), so they are ``source_expired``, reported and never repaired."""
+    if not candidates:
+        return set()
+    micros = _micros(mappings, ts_col).fp_spark
+    width = bucket_s * 1_000_000
+    older = "true" if oldest_micros is None else f"{micros} < {oldest_micros}"
+    rows = spark.sql(f"SELECT DISTINCT ({micros} - pmod({micros}, {width})) div {width} * {bucket_s} AS b "
+                     f"FROM {target} WHERE {older}").collect()
+    return {int(r[0]) for r in rows} & set(candidates)
+
+
+def missing_rows(spark: Any, source_rows: Any, sink_rows: Any, mappings: list[ColumnMapping]) -> Any:
+    """The multiset difference source − sink of whole rows (maps compared as entry lists)."""
+    from pyspark.sql import functions as F
+
+    names = [m.name for m in mappings]
+    maps = [m.name for m in mappings if m.spark_type.startswith("map<")]
+
+    def comparable(df: Any) -> Any:
+        df = df.select(*[F.col(spark_quote(n)) for n in names])
+        for n in maps:
+            df = df.withColumn(n, F.map_entries(F.col(spark_quote(n))))
+        return df
+
+    out = comparable(source_rows).exceptAll(comparable(sink_rows))
+    for n in maps:
+        out = out.withColumn(n, F.map_from_entries(F.col(spark_quote(n))))
+    return out
+
+
+def repair_bucket(spark: Any, source: Any, sink: Any, spec: CursorSpec, clip: Clip, bucket_start: int,
+                  bucket_s: int, note: dict[str, str]) -> int:
+    """Insert the rows of one bucket (at or below the watermark) that the sink lacks, in one
+    commit; returns how many. Never deletes or rewrites a row."""
+    mappings = source.mappings
+    micros_ch = _micros(mappings, spec.ts_col or "").fp_ch
+    micros_spark = _micros(mappings, spec.ts_col or "").fp_spark
+    lo, hi = bucket_start * 1_000_000, (bucket_start + bucket_s) * 1_000_000
+    where = f"{micros_ch} >= {lo} AND {micros_ch} < {hi} AND ({clip.ch})"
+    if bucket_start > 0:  # a bound on the column itself, for ClickHouse's primary-key pruning
+        where += (f" AND {spec.ts_col} >= toDateTime({bucket_start - 1}, 'UTC') AND "
+                  f"{spec.ts_col} < toDateTime({bucket_start + bucket_s + 1}, 'UTC')")
+    src = source.read_where(spark, where, "coldtier_repair")
+    snk = spark.table(sink.ident).where(
+        f"{micros_spark} >= {lo} AND {micros_spark} < {hi} AND ({clip.spark})")
+    missing = missing_rows(spark, src, snk, mappings).cache()
+    try:
+        n = missing.count()
+        if n:
+            sink.append_rows(missing, note)
+        return n
+    finally:
+        missing.unpersist()
+
+
+def reconcile_table(spark: Any, client: ClickHouseHTTP, source: Any, sink: Any, wm: Offset | None,
+                    since_s: int, until_s: int | None, bucket_s: int, repair: bool,
+                    record: Any, emit: Any) -> bool:
+    """Compare (and with ``repair`` mend) one table; emits one line per differing bucket and a
+    summary. Returns True when buckets the loop is responsible for still differ (exit 7);
+    ``source_expired`` buckets are reported but do not count."""
+    t, spec, mappings = source.table, source.spec, source.mappings
+    if spec.ts_col is None:
+        raise ValueError(f"table {t.name!r}: reconcile buckets by the timestamp column; "
+                         f"this table's cursor has none")
+    clip = clip_to_watermark(spec, mappings, wm)
+
+    def diff() -> list[BucketReport]:
+        window = (since_s, until_s, bucket_s)
+        found = compare(mappings, source_buckets(client, t.source_table, spec, mappings, *window, clip.ch),
+                        sink_buckets(spark, sink.ident, spec, mappings, *window, clip.spark))
+        if not found:
+            return []
+        oldest = oldest_source_micros(client, t.source_table, mappings, spec.ts_col or "")
+        candidates = [m.bucket_start for m in found if oldest is None or m.bucket_start * 1_000_000 < oldest]
+        ts = spec.ts_col or ""
+        return classify(found, expired_buckets(spark, sink.ident, mappings, ts, bucket_s, oldest, candidates))
+
+    reports = diff()
+    for r in reports:
+        emit(r.to_json(t.name))
+    live = [r for r in reports if not r.expired]
+    if live and repair:
+        inserted = 0
+        for r in live:
+            m = r.mismatch
+            note = {"coldtier.repair-of": f"{t.name}@{m.bucket_start}+{bucket_s}s"}
+            n = repair_bucket(spark, source, sink, spec, clip, m.bucket_start, bucket_s, note)
+            inserted += n
+            record(m, sink.current_commit() if n else None)
+        reports = diff()
+        live = [r for r in reports if not r.expired]
+        emit({"table": t.name, "repaired_buckets": len(live) == 0, "inserted_rows": inserted})
+    emit({"table": t.name, "mismatched_buckets": len(live),
+          "source_expired_buckets": len(reports) - len(live)})
+    return bool(live)

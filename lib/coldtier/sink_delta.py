@@ -88,6 +88,14 @@ class DeltaSink:
                               if self.exists() else 0)
         return f"coldtier/{pipeline}/{table}" + (f"/restore-{self._restores}" if self._restores else "")
 
+    def append_rows(self, df: Any, note: dict[str, str]) -> None:
+        """Append rows that are not a batch (a reconcile repair), in one commit whose
+        ``userMetadata`` carries ``note`` and no batch identity."""
+        (df.write.format("delta").mode("append")
+         .option("userMetadata", json.dumps(note, sort_keys=True))
+         .option("compression", self.target.properties.get("compression", "zstd"))
+         .save(self.path))
+
     def append(self, df: Any, batch: Batch) -> SnapshotInfo:
         (df.write.format("delta").mode("append")
          .option("txnAppId", self.app_id(batch.pipeline, batch.table))

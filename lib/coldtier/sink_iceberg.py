@@ -134,6 +134,14 @@ class IcebergSink:
             return batch_id, end
         return None
 
+    def append_rows(self, df: Any, note: dict[str, str]) -> None:
+        """Append rows that are not a batch (a reconcile repair), in one snapshot whose summary
+        carries ``note`` and no batch identity."""
+        writer = df.writeTo(self.ident)
+        for k, v in note.items():
+            writer = writer.option(f"snapshot-property.{k}", v)
+        writer.append()
+
     def append(self, df: Any, batch: Batch) -> SnapshotInfo:
         writer = df.writeTo(self.ident)
         for k, v in batch_properties(batch).items():

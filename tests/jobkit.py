@@ -121,8 +121,11 @@ def committed_batches(spark: Any, job: JobEnv, name: str) -> list[int | None]:
     target = job.target(name)
     if job.sink == "delta":
         rows = spark.sql(f"DESCRIBE HISTORY {target}").where("operation = 'WRITE'").orderBy("version").collect()
-        return [int(json.loads(r.userMetadata)["coldtier.batch-id"]) if r.userMetadata else None for r in rows]
-    rows = spark.sql(f"SELECT summary FROM {target}.snapshots ORDER BY committed_at").collect()
+        docs = [json.loads(r.userMetadata) if r.userMetadata else {} for r in rows]
+        return [int(d["coldtier.batch-id"]) if "coldtier.batch-id" in d else None for d in docs]
+    # the table's history (main): a staged write that was never published is not a commit
+    rows = spark.sql(f"SELECT s.summary FROM {target}.snapshots s JOIN {target}.history h ON s.snapshot_id = "
+                     f"h.snapshot_id WHERE h.is_current_ancestor ORDER BY s.committed_at").collect()
     return [int(r.summary["coldtier.batch-id"]) if "coldtier.batch-id" in r.summary else None for r in rows]
 
 

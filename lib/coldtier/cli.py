@@ -29,7 +29,7 @@ from coldtier import config as config_mod
 from coldtier.clickhouse_http import ClickHouseError, ClickHouseUnreachable
 from coldtier.config import AppConfig, ConfigError, mask
 from coldtier.ledger import Ledger, LedgerError, LedgerInconsistent
-from coldtier.lock import AdvisoryLock, LockHeld
+from coldtier.lock import AdvisoryLock, Fence, LockHeld
 from coldtier.loop import (
     FaultHook,
     Planner,
@@ -44,7 +44,7 @@ from coldtier.loop import (
 )
 from coldtier.metrics import RunMetrics
 from coldtier.offset import CursorSpec, Offset
-from coldtier.sinks import SchemaConflict, make_sink
+from coldtier.sinks import SchemaConflict, ShortRead, make_sink
 from coldtier.source import SourceDataError, SourceSchemaError
 from coldtier.spark import shield_jvm_from_stop_signals
 
@@ -87,6 +87,12 @@ def _parser() -> argparse.ArgumentParser:
     common(s)
     s.add_argument("--json", action="store_true", help="one JSON object per table")
     return ap
+
+
+def table_lock(cfg: AppConfig, t: Any) -> AdvisoryLock:
+    """The advisory lock of one pipeline/table, fenced by its owner epoch in the ledger."""
+    return AdvisoryLock(cfg.ledger.dsn, f"coldtier/{cfg.pipeline}/{t.name}", cfg.ledger.connect_timeout_s,
+                        Fence(cfg.ledger.schema, cfg.pipeline, t.name))
 
 
 def _tables(cfg: AppConfig, arg: str | None) -> list[str] | None:
@@ -174,7 +180,7 @@ def cmd_maintain(cfg: AppConfig, names: list[str] | None, wait_for_lock: float |
     ledger = _ledger(cfg)
     ledger.ensure_schema()
     tables = cfg.select(names)
-    locks = [AdvisoryLock(cfg.ledger.dsn, f"coldtier/{cfg.pipeline}/{t.name}", cfg.ledger.connect_timeout_s)
+    locks = [table_lock(cfg, t)
              for t in tables]
     metrics = RunMetrics(cfg.metrics, cfg.pipeline)
     try:
@@ -199,7 +205,7 @@ def cmd_maintain(cfg: AppConfig, names: list[str] | None, wait_for_lock: float |
 def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
     ledger = _ledger(cfg)
     ledger.ensure_schema()
-    locks = [AdvisoryLock(cfg.ledger.dsn, f"coldtier/{cfg.pipeline}/{t.name}", cfg.ledger.connect_timeout_s)
+    locks = [table_lock(cfg, t)
              for t in cfg.select(names)]
     try:
         for lock in locks:
@@ -250,7 +256,7 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
     ledger = _ledger(cfg)
     ledger.ensure_schema()
     tables = cfg.select(names)
-    locks = [AdvisoryLock(cfg.ledger.dsn, f"coldtier/{cfg.pipeline}/{t.name}", cfg.ledger.connect_timeout_s)
+    locks = [table_lock(cfg, t)
              for t in tables]
     worst = EXIT_OK
     try:
@@ -338,8 +344,7 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
     ledger = _ledger(cfg)
     ledger.ensure_schema()
     tables = cfg.select(names)
-    locks = [AdvisoryLock(cfg.ledger.dsn, f"coldtier/{cfg.pipeline}/{t.name}",
-                          cfg.ledger.connect_timeout_s) for t in tables]
+    locks = [table_lock(cfg, t) for t in tables]
     stop = StopFlag()
     stop.install()
     pidfile = os.environ.get("COLDTIER_DRIVER_PIDFILE")  # set by coldtier.submit to forward signals
@@ -432,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(EXIT_SCHEMA, "schema problem", exc, secrets)
     except SourceDataError as exc:
         return _fail(EXIT_SCHEMA, "data problem", exc, secrets)
-    except (ClickHouseError, ClickHouseUnreachable, LedgerError) as exc:
+    except (ClickHouseError, ClickHouseUnreachable, LedgerError, ShortRead) as exc:
         return _fail(EXIT_RUNTIME, "runtime failure", exc, secrets)
     except Exception as exc:  # Spark/Py4J and anything unforeseen
         name = type(exc).__name__

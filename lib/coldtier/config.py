@@ -102,6 +102,7 @@ class TableConfig:
     target: TargetConfig
     keep_nanos: bool = False
     columns: Mapping[str, str] = field(default_factory=dict)  # column → string | binary | exclude
+    short_read: str = "fail"  # a batch reading fewer rows than planned: fail | warn
 
 
 @dataclass(frozen=True)
@@ -464,7 +465,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
     for i, node in enumerate(tnode.value):
         k = f"tables[{i}]."
         tm = r.mapping(node, f"tables[{i}]",
-                       ("name", "source", "cursor", "batch", "target", "keep_nanos", "columns"))
+                       ("name", "source", "cursor", "batch", "target", "keep_nanos", "columns", "short_read"))
         name = r.string(tm, "name", k, required=True) or ""
         r.identifier(tm, "name", k, name)
         if name in seen:
@@ -521,7 +522,11 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
             if choice not in COLUMN_CHOICES:
                 raise r.fail(tm["columns"].value[col], f"{k}columns.{col}",
                              f"{choice!r} is not one of {', '.join(COLUMN_CHOICES)}.")
-        tables.append(TableConfig(name, conn, src_table, cursor, batch, target, keep_nanos, columns))
+        short_read = r.string(tm, "short_read", k, "fail") or "fail"
+        if short_read not in ("fail", "warn"):
+            raise r.fail(tm["short_read"], k + "short_read", f"{short_read!r} is not one of fail, warn.")
+        tables.append(TableConfig(name, conn, src_table, cursor, batch, target, keep_nanos, columns,
+                                  short_read))
 
     metrics = MetricsConfig()
     if "metrics" in root:

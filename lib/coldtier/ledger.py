@@ -65,6 +65,13 @@ CREATE TABLE IF NOT EXISTS {s}.maintenance (
     finished_at   timestamptz NOT NULL DEFAULT now(),
     result        jsonb       NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {s}.owners (
+    pipeline     text        NOT NULL,
+    table_name   text        NOT NULL,
+    epoch        bigint      NOT NULL,
+    acquired_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pipeline, table_name)
+);
 CREATE TABLE IF NOT EXISTS {s}.watermarks (
     pipeline    text        NOT NULL,
     table_name  text        NOT NULL,
@@ -145,9 +152,10 @@ class Ledger:
                 if attempt < self.retries:
                     time.sleep(delay)
                     delay = min(delay * 2, 8.0)
-            except psycopg2.Error:
+            except Exception:
                 if self._conn is not None and not self._conn.closed:
-                    self._conn.rollback()
+                    with suppress(psycopg2.Error):
+                        self._conn.rollback()
                 raise
         raise LedgerError(f"PostgreSQL ledger ({_where(self.dsn)}) failed: {_first_line(last)}") from None
 
@@ -210,10 +218,26 @@ class Ledger:
         return self._with_retry(run)
 
     # -- writes ------------------------------------------------------------------------------
-    def record_plan(self, batch: Batch) -> None:
+    def _fenced(self, cur: Any, batch: Batch, epoch: int | None) -> None:
+        """Inside a write's transaction: the table's owner epoch is still ``epoch`` (locked until
+        the transaction ends), so a run that lost its lock never writes the ledger."""
+        if epoch is None:
+            return
+        cur.execute(f"SELECT epoch FROM {self.schema}.owners WHERE pipeline = %s AND table_name = %s "
+                    f"FOR UPDATE", (batch.pipeline, batch.table))
+        row = cur.fetchone()
+        current = row["epoch"] if row else None
+        if current != epoch:
+            from coldtier.lock import FencedOut
+
+            raise FencedOut(f"{batch.pipeline}/{batch.table}: another run owns the table now (owner epoch "
+                            f"{current}, ours {epoch}); batch {batch.batch_id} is not recorded")
+
+    def record_plan(self, batch: Batch, epoch: int | None = None) -> None:
         """The offset log entry: written before any data moves."""
         def run(conn: Any) -> None:
             with self._cursor(conn) as cur:
+                self._fenced(cur, batch, epoch)
                 cur.execute(
                     f"INSERT INTO {self.schema}.batches (pipeline, table_name, batch_id, status, "
                     f"range_json, parts_json, planned_rows) VALUES (%s, %s, %s, 'planned', %s, %s, %s)",
@@ -229,10 +253,13 @@ class Ledger:
                             (batch.pipeline, batch.table, batch.batch_id))
         self._with_retry(run)
 
-    def commit(self, batch: Batch, m: BatchMetrics) -> None:
-        """The commit log entry and the watermark, in one transaction."""
+    def commit(self, batch: Batch, m: BatchMetrics, epoch: int | None = None) -> None:
+        """The commit log entry and the watermark, in one transaction, by the table's owner. A
+        retry after a COMMIT that reached the server but whose answer was lost finds the batch
+        committed with the same snapshot: that is success, not an inconsistency."""
         def run(conn: Any) -> None:
             with self._cursor(conn) as cur:
+                self._fenced(cur, batch, epoch)
                 cur.execute(
                     f"UPDATE {self.schema}.batches SET status = 'committed', committed_at = now(), "
                     f"snapshot_id = %s, rows = %s, plan_s = %s, read_s = %s, write_s = %s, commit_s = %s, "
@@ -241,6 +268,12 @@ class Ledger:
                     (m.snapshot_id, m.rows, m.plan_s, m.read_s, m.write_s, m.commit_s, m.total_s,
                      m.source_lag_s, m.backlog_rows, batch.pipeline, batch.table, batch.batch_id))
                 if cur.rowcount != 1:
+                    cur.execute(f"SELECT status, snapshot_id FROM {self.schema}.batches WHERE pipeline = %s "
+                                f"AND table_name = %s AND batch_id = %s",
+                                (batch.pipeline, batch.table, batch.batch_id))
+                    row = cur.fetchone()
+                    if row and row["status"] == "committed" and row["snapshot_id"] == m.snapshot_id:
+                        return  # our own commit, whose answer was lost: done
                     raise LedgerInconsistent(
                         f"batch {batch.batch_id} of {batch.pipeline}/{batch.table} was not in state "
                         f"'planned' when committing it")
@@ -250,7 +283,6 @@ class Ledger:
                     f"batch_id = EXCLUDED.batch_id, end_offset = EXCLUDED.end_offset, updated_at = now()",
                     (batch.pipeline, batch.table, batch.batch_id, json.dumps(batch.rng.hi.to_json())))
         self._with_retry(run)
-
 
     def record_repair(self, pipeline: str, table: str, bucket_start: int, bucket_s: int,
                       source_rows: int, sink_rows_before: int, snapshot_id: int | None) -> None:

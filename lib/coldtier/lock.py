@@ -1,6 +1,11 @@
-"""Single-instance safety: a PostgreSQL advisory lock per pipeline/table.
+"""Single-instance safety: a PostgreSQL advisory lock per pipeline/table, with fencing.
 
 The lock lives as long as its session: a killed process releases it with its connection.
+A session can also die under a live process (PostgreSQL restarts or fails over, a NAT drops
+the connection): another instance may then take the lock while the first still has a batch in
+flight. So every acquire bumps an **owner epoch** in the ledger (``owners``); the holder
+checks its epoch right before it publishes a batch (``check_fence``) and the ledger commit
+checks it in the same transaction. A writer that lost its lock never publishes or commits.
 """
 
 from __future__ import annotations
@@ -17,41 +22,85 @@ class LockHeld(RuntimeError):
     """Another run holds the lock."""
 
 
+class FencedOut(LockHeld):
+    """This run lost its lock to another instance while a batch was in flight."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Where the owner epoch of one pipeline/table lives (the ledger's schema)."""
+
+    schema: str
+    pipeline: str
+    table: str
+
+    def bump_sql(self) -> str:
+        return (f"INSERT INTO {self.schema}.owners (pipeline, table_name, epoch) VALUES (%s, %s, 1) "
+                f"ON CONFLICT (pipeline, table_name) DO UPDATE SET epoch = {self.schema}.owners.epoch + 1, "
+                f"acquired_at = now() RETURNING epoch")
+
+    def read_sql(self) -> str:
+        return f"SELECT epoch FROM {self.schema}.owners WHERE pipeline = %s AND table_name = %s"
+
+    @property
+    def args(self) -> tuple[str, str]:
+        return self.pipeline, self.table
+
+
 @dataclass
 class AdvisoryLock:
     dsn: str = field(repr=False)
     key: str = ""
     connect_timeout_s: float = 10.0
+    fence: Fence | None = None
+    epoch: int | None = None  # this holder's owner epoch (with a fence)
     _conn: Any = field(default=None, repr=False)
 
-    def acquire(self, wait_s: float | None = None) -> None:
-        """Take the lock now, or within ``wait_s`` seconds (None: do not wait)."""
+    def _session(self) -> Any:
         if self._conn is None:
             self._conn = psycopg2.connect(self.dsn, connect_timeout=max(1, int(self.connect_timeout_s)),
                                           application_name=f"coldtier-lock {self.key}")
             self._conn.autocommit = True
+        return self._conn
+
+    def _try_lock(self) -> bool:
+        with self._session().cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self.key,))
+            return bool(cur.fetchone()[0])
+
+    def _epoch(self, bump: bool) -> int | None:
+        if self.fence is None:
+            return None
+        with self._session().cursor() as cur:
+            cur.execute(self.fence.bump_sql() if bump else self.fence.read_sql(), self.fence.args)
+            row = cur.fetchone()
+        return int(row[0]) if row else None
+
+    def acquire(self, wait_s: float | None = None) -> None:
+        """Take the lock now, or within ``wait_s`` seconds (None: do not wait); a new owner epoch."""
         deadline = time.monotonic() + (wait_s or 0)
         while True:
-            with self._conn.cursor() as cur:
-                cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self.key,))
-                if cur.fetchone()[0]:
-                    return
+            if self._try_lock():
+                self.epoch = self._epoch(bump=True)
+                return
             if wait_s is None or time.monotonic() >= deadline:
                 raise LockHeld(f"another coldtier run holds the lock for {self.key}")
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
+    def _alive(self) -> bool:
+        if self._conn is None or self._conn.closed:
+            return False
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            return True
+        except psycopg2.Error:
+            return False
+
     def ensure(self) -> None:
         """Check the lock is still ours before a batch: a PostgreSQL restart ends the session
         and with it the lock. Re-take it at once, or stop if another run took it meanwhile."""
-        alive = False
-        if self._conn is not None and not self._conn.closed:
-            try:
-                with self._conn.cursor() as cur:
-                    cur.execute("SELECT 1")
-                alive = True
-            except psycopg2.Error:
-                alive = False
-        if alive:
+        if self._alive():
             return
         self._drop()
         deadline = time.monotonic() + 60
@@ -64,6 +113,31 @@ class AdvisoryLock:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(1)
+
+    def check_fence(self) -> None:
+        """Right before a batch is published: this run still owns the table. If the lock's session
+        died (the server restarted), the lock is re-taken only if nobody owned the table in
+        between (the epoch is still ours); otherwise FencedOut, and nothing is published."""
+        if self.fence is None:
+            return
+        try:
+            if not self._alive():
+                self._drop()
+                if not self._try_lock():
+                    raise FencedOut(f"lost the lock for {self.key} to another run while a batch was in "
+                                    f"flight; the batch is not published")
+                if self._epoch(bump=False) != self.epoch:
+                    self.release()
+                    raise FencedOut(f"another run owned {self.key} while this one had lost its lock; "
+                                    f"the batch in flight is not published")
+                self.epoch = self._epoch(bump=True)  # nobody owned it in between: ours again
+                return
+            current = self._epoch(bump=False)
+        except psycopg2.Error as exc:
+            raise FencedOut(f"cannot confirm the lock for {self.key}: {str(exc).strip()}") from None
+        if current != self.epoch:
+            raise FencedOut(f"another run took {self.key} over (owner epoch {current}, ours {self.epoch}); "
+                            f"the batch in flight is not published")
 
     def _drop(self) -> None:
         if self._conn is not None:

@@ -33,7 +33,7 @@ from coldtier.planning import (
     parse_plan_row,
     plan_query,
 )
-from coldtier.sinks import make_sink
+from coldtier.sinks import ShortRead, make_sink
 from coldtier.source import (
     UTF8_MARK,
     JdbcSource,
@@ -303,6 +303,8 @@ class TableRunner:
                 f"{where}: the ledger is ahead of {self.kind}: it records batch {last_id} as committed but "
                 f"the newest batch in {self.sink.ident} is {sunk_id or 'none'}; running would skip rows. "
                 f"Run recover-ledger (or restore the table's snapshots).")
+        if sunk is not None:
+            self.sink.check_unique(self.pipeline, self.table.name, sunk[0])
         if sunk is not None and Offset.from_json(sunk[1]) != wm:
             raise LedgerInconsistent(
                 f"{where}: the watermark {wm} differs from the end cursor {sunk[1]} that {self.kind} "
@@ -321,7 +323,7 @@ class TableRunner:
         if found is not None:
             m = BatchMetrics(found.added_rows, found.snapshot_id, 0.0, 0.0, 0.0, 0.0, 0.0, None, None)
             self.phase = "commit"
-            self.ledger.commit(last, m)
+            self.ledger.commit(last, m, self._epoch())
             self.phase = "idle"
             progress = self._progress(last, m, recovered="ledger-completed")
             self.emit(progress)
@@ -349,7 +351,7 @@ class TableRunner:
         self.phase = "read"
         df = self._frame(batch)  # schema checked before the plan is recorded
         read_s = time.perf_counter() - t1
-        self.ledger.record_plan(batch)
+        self.ledger.record_plan(batch, self._epoch())
         self.hook(self.table.name, batch.batch_id, "after-plan")
         return self._move(batch, df, plan_s, read_s, started=t0, now_ms=planned.server_now_ms)
 
@@ -386,7 +388,8 @@ class TableRunner:
         self.phase = "write"
         try:
             with self.hook.watch_write(self.spark, self.table.name, batch.batch_id):
-                info = self.sink.append(df, batch)  # reads from ClickHouse and writes, in one Spark job
+                # reads from ClickHouse and writes, in one Spark job; audited before it is visible
+                info = self.sink.append(df, batch, lambda rows: self._audit(batch, rows))
         except Exception as exc:
             refused = refused_value(exc)
             if refused is None:
@@ -405,12 +408,32 @@ class TableRunner:
         m = BatchMetrics(info.added_rows, info.snapshot_id, round(plan_s, 4), round(read_s, 4),
                          round(write_s, 4), round(time.perf_counter() - t3, 4),
                          round(time.perf_counter() - started, 4), lag, backlog)
-        self.ledger.commit(batch, m)
+        self.ledger.commit(batch, m, self._epoch())
         self.phase = "idle"
         self.hook(self.table.name, batch.batch_id, "after-ledger-commit")
         progress = self._progress(batch, m, recovered=recovered)
         self.emit(progress)
         return BatchResult(self.table.name, batch.batch_id, m.rows, progress)
+
+    def _audit(self, batch: Batch, rows: int) -> None:
+        """Before a batch becomes visible: it read at least the rows it planned (its range can
+        only gain rows after planning), and this run still owns the table."""
+        if rows < batch.planned_rows:
+            what = (f"{self.pipeline}/{self.table.name} batch {batch.batch_id} read {rows} rows but planned "
+                    f"{batch.planned_rows}: rows vanished from its range after planning (a replica behind "
+                    f"the one planning saw, a TTL or a mutation)")
+            if self.table.short_read == "warn":
+                print(f"coldtier: WARNING: {what}; published anyway (short_read: warn)", file=sys.stderr,
+                      flush=True)
+            else:
+                raise ShortRead(f"{what}. Nothing was published; the batch stays planned and the next run "
+                                f"reads its range again. For engines that collapse rows (ReplacingMergeTree, "
+                                f"CollapsingMergeTree) set tables[].short_read: warn.")
+        if self.lock is not None:
+            self.lock.check_fence()
+
+    def _epoch(self) -> int | None:
+        return self.lock.epoch if self.lock is not None else None
 
     def _progress(self, batch: Batch, m: BatchMetrics, recovered: str | None = None) -> dict[str, Any]:
         doc = {

@@ -11,6 +11,7 @@ the source of truth for planning.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +97,22 @@ class DeltaSink:
          .option("compression", self.target.properties.get("compression", "zstd"))
          .save(self.path))
 
-    def append(self, df: Any, batch: Batch) -> SnapshotInfo:
+    def append(self, df: Any, batch: Batch, audit: Callable[[int], None] | None = None) -> SnapshotInfo:
+        """Delta has no staged commits: the batch is read once into Spark's cache (memory, then
+        local disk), counted and audited, and only then written from the cache; a stopped batch
+        leaves the table untouched."""
+        if audit is not None:
+            from pyspark import StorageLevel
+
+            df = df.persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                audit(df.count())
+                return self._append(df, batch)
+            finally:
+                df.unpersist()
+        return self._append(df, batch)
+
+    def _append(self, df: Any, batch: Batch) -> SnapshotInfo:
         (df.write.format("delta").mode("append")
          .option("txnAppId", self.app_id(batch.pipeline, batch.table))
          .option("txnVersion", str(batch.batch_id))
@@ -108,6 +124,9 @@ class DeltaSink:
             raise RuntimeError(f"Delta append of batch {batch.batch_id} to {self.ident} left no commit "
                                f"carrying its batch id")
         return info
+
+    def check_unique(self, pipeline: str, table: str, batch_id: int) -> None:
+        """Delta itself never commits a (txnAppId, txnVersion) twice: nothing to check."""
 
     def current_commit(self) -> int | None:
         if not self.exists():

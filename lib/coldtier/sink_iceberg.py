@@ -4,16 +4,25 @@ Like Iceberg's own streaming sink, a replayed batch is recognised by reading sna
 summaries: every commit carries ``coldtier.pipeline``, ``coldtier.table``,
 ``coldtier.batch-id`` and ``coldtier.end-cursor``, and ``find_batch`` walks the table's
 ancestry for them.
+
+Write-audit-publish: a batch is first written as a *staged* snapshot (Iceberg WAP,
+``spark.wap.id``), which is not on the table's main history. Its row count is audited against
+the plan and the writer's ownership is checked; only then is it published, as an append of the
+staged data files carrying the batch's identity. A short read or a writer that lost its lock
+leaves main untouched. A batch id appears at most once in the ancestry; if it ever does not
+(a publish raced a takeover), coldtier refuses to go on (exit 5) naming both snapshots.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from coldtier.config import TargetConfig
-from coldtier.ledger import Batch
+from coldtier.ledger import Batch, LedgerInconsistent
 from coldtier.sinks import (
     P_BATCH,
     P_END,
@@ -28,6 +37,7 @@ from coldtier.sinks import quote as _q
 
 __all__ = ["IcebergSink", "SchemaConflict", "SnapshotInfo"]
 
+WAP_ENABLED = "write.wap.enabled"
 DEFAULT_PROPERTIES = {
     "format-version": "2",
     "write.parquet.compression-codec": "zstd",
@@ -56,11 +66,16 @@ class IcebergSink:
     def exists(self) -> bool:
         return bool(self.spark.catalog.tableExists(self.ident))
 
+    def _ensure_wap(self) -> None:
+        """Staged writes (write-audit-publish) need ``write.wap.enabled`` on the table."""
+        if str(self._jtable().properties().get(WAP_ENABLED)).lower() != "true":
+            self.spark.sql(f"ALTER TABLE {self.ident} SET TBLPROPERTIES ('{WAP_ENABLED}' = 'true')")
+
     def create(self, schema: Any) -> None:
         cols = ", ".join(f"{_q(f.name)} {f.dataType.simpleString()}" for f in schema.fields)
         ns = self.ident.rsplit(".", 1)[0]
         self.spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {ns}")
-        props = {**DEFAULT_PROPERTIES, **self.target.properties}
+        props = {**DEFAULT_PROPERTIES, **self.target.properties, WAP_ENABLED: "true"}
         ddl = f"CREATE TABLE IF NOT EXISTS {self.ident} ({cols}) USING iceberg"
         if self.target.partition_by:
             ddl += f" PARTITIONED BY ({', '.join(self.target.partition_by)})"
@@ -78,6 +93,7 @@ class IcebergSink:
         if not self.exists():
             self.create(schema)
             return []
+        self._ensure_wap()
         added = new_columns(self.ident, self.spark.table(self.ident).schema, schema)
         if added:
             cols = ", ".join(f"{_q(f.name)} {f.dataType.simpleString()}" for f in added)
@@ -142,13 +158,91 @@ class IcebergSink:
             writer = writer.option(f"snapshot-property.{k}", v)
         writer.append()
 
-    def append(self, df: Any, batch: Batch) -> SnapshotInfo:
+    def batch_snapshots(self, pipeline: str, table: str, batch_id: int) -> list[int]:
+        """Every snapshot in the ancestry carrying this batch id (exactly one when all is well)."""
+        out = []
+        for found, _, snapshot_id, _ in self._ours(pipeline, table):
+            if found == batch_id:
+                out.append(int(snapshot_id))
+            elif found < batch_id:
+                break
+        return out
+
+    def check_unique(self, pipeline: str, table: str, batch_id: int) -> None:
+        snaps = self.batch_snapshots(pipeline, table, batch_id)
+        if len(snaps) > 1:
+            raise LedgerInconsistent(
+                f"{pipeline}/{table}: batch {batch_id} was published twice to {self.ident}, in snapshots "
+                f"{' and '.join(map(str, snaps))} (a publish raced a takeover of the lock); its rows are "
+                f"doubled. coldtier will not go on: roll the table back to the snapshot before the "
+                f"second one (CALL system.rollback_to_snapshot), then run recover-ledger.")
+
+    def _staged(self, wap_id: str) -> Any:
+        it = self._jtable().snapshots().iterator()
+        found = None
+        while it.hasNext():
+            snap = it.next()
+            if snap.summary().get("wap.id") == wap_id:
+                found = snap
+        if found is None:
+            raise RuntimeError(f"the staged write {wap_id} to {self.ident} left no snapshot")
+        return found
+
+    def append(self, df: Any, batch: Batch, audit: Callable[[int], None] | None = None) -> SnapshotInfo:
+        """Stage the batch (a snapshot off main, carrying the batch's identity), let ``audit`` see
+        its row count (it raises to stop the batch), then publish it on main."""
+        wap_id = f"coldtier-{uuid.uuid4().hex}"
         writer = df.writeTo(self.ident)
         for k, v in batch_properties(batch).items():
             writer = writer.option(f"snapshot-property.{k}", v)
-        writer.append()
+        self.spark.conf.set("spark.wap.id", wap_id)
+        try:
+            writer.append()  # staged: main is untouched
+        finally:
+            self.spark.conf.unset("spark.wap.id")
+        staged = self._staged(wap_id)
+        if audit is not None:
+            audit(int(staged.summary().get("added-records") or 0))
+        if not self._fast_forward(staged):
+            self._append_files(staged)
         info = self.find_batch(batch.pipeline, batch.table, batch.batch_id)
         if info is None:
             raise RuntimeError(f"Iceberg append of batch {batch.batch_id} to {self.ident} left no "
                                f"snapshot carrying its batch id")
+        self.check_unique(batch.pipeline, batch.table, batch.batch_id)
         return info
+
+    def _fast_forward(self, staged: Any) -> bool:
+        """Publish the staged snapshot itself, if main is still its parent: one compare-and-swap
+        of the table's metadata (it fails if anything committed meanwhile)."""
+        t = self._jtable()
+        ops = t.operations()
+        base = ops.current()
+        current = base.currentSnapshot()
+        parent = staged.parentId()
+        if (current.snapshotId() if current is not None else None) != parent:
+            return False
+        jvm = self.spark.sparkContext._jvm
+        updated = jvm.org.apache.iceberg.TableMetadata.buildFrom(base).setBranchSnapshot(
+            staged.snapshotId(), "main").build()
+        try:
+            ops.commit(base, updated)
+        except Exception as exc:  # CommitFailedException: main moved; publish as a new append
+            if "CommitFailed" not in str(exc):
+                raise
+            return False
+        return True
+
+    def _append_files(self, staged: Any) -> None:
+        """Publish the staged data files as a new append on main (another writer committed after
+        the batch was staged), with the staged snapshot's identity; then drop the staged one."""
+        t = self._jtable()
+        publish = t.newAppend()
+        files = staged.addedDataFiles(t.io()).iterator()
+        while files.hasNext():
+            publish = publish.appendFile(files.next())
+        summary = staged.summary()
+        for k in (P_PIPELINE, P_TABLE, P_BATCH, P_END):
+            publish = publish.set(k, summary.get(k))
+        publish.commit()
+        t.expireSnapshots().expireSnapshotId(staged.snapshotId()).cleanExpiredFiles(False).commit()

@@ -9,6 +9,7 @@ idempotent-write transaction (``txnAppId``/``txnVersion``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +20,11 @@ P_PIPELINE = "coldtier.pipeline"
 P_TABLE = "coldtier.table"
 P_BATCH = "coldtier.batch-id"
 P_END = "coldtier.end-cursor"
+
+
+class ShortRead(RuntimeError):
+    """A batch read fewer rows than it planned: rows vanished from its range (a lagging replica,
+    a TTL, a mutation). Nothing was published; the batch is replayed by the next run."""
 
 
 class SchemaConflict(RuntimeError):
@@ -37,9 +43,15 @@ class Sink(Protocol):
 
     def exists(self) -> bool: ...
     def ensure(self, schema: Any) -> list[str]: ...
-    def append(self, df: Any, batch: Batch) -> SnapshotInfo: ...
+    def append(self, df: Any, batch: Batch, audit: Callable[[int], None] | None = None) -> SnapshotInfo:
+        """Write the batch as one commit carrying its identity. ``audit`` sees the batch's row
+        count before anything is visible on the table and raises to stop it."""
+        ...
     def append_rows(self, df: Any, note: dict[str, str]) -> None: ...
     def find_batch(self, pipeline: str, table: str, batch_id: int) -> SnapshotInfo | None: ...
+    def check_unique(self, pipeline: str, table: str, batch_id: int) -> None:
+        """Raise LedgerInconsistent if the batch was ever committed twice."""
+        ...
     def latest_batch(self, pipeline: str, table: str) -> tuple[int, dict[str, Any]] | None: ...
     def batch_history(self, pipeline: str, table: str) -> list[tuple[int, dict[str, Any], int, int]]: ...
     def current_commit(self) -> int | None: ...

@@ -1,0 +1,210 @@
+"""Exactly once when the world misbehaves: a writer that lost its lock, rows that vanish from a
+planned range, a ledger COMMIT whose answer is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import psycopg2
+import pytest
+
+from coldtier import cli
+from coldtier.ledger import BatchMetrics, Ledger
+from coldtier.loop import Planner, resolve_cursor
+from coldtier.planning import Range
+from helpers import ROOT, wait_until
+from jobkit import SINKS, assert_source_equals_sink, committed_batches, run_inprocess
+
+pytestmark = pytest.mark.spark
+
+
+def sql(job, query, args=()):
+    conn = psycopg2.connect(job.postgres.dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(query, args)
+        rows = cur.fetchall() if cur.description else None
+    conn.close()
+    return rows
+
+
+def gate(job, table, batch_id):
+    from chembed.server import Gates
+    from coldtier.source import query_tag
+
+    return job.chembed.gate_dir / Gates.name(query_tag(job.pipeline, table, batch_id))
+
+
+def restart_postgres(job) -> None:
+    log = str(job.postgres.datadir) + "/../postgres.log"
+    done = subprocess.run([str(ROOT / "scripts" / "pg_ctl"), "restart", "-w", "-m", "fast", "-D",
+                           job.postgres.datadir, "-l", log], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", SINKS, indirect=True)
+def test_a_writer_that_lost_its_lock_never_publishes(job, spark, capsys):
+    """Instance A reads batch 1 (held at the source, then frozen); PostgreSQL restarts, so A's
+    lock dies with its session; instance B takes the table over and runs batch 1 and on; A wakes
+    up with batch 1's rows in hand. A must not publish them, nor touch the ledger."""
+    trades = job.trades()
+    trades.bulk(4000)
+    cfg = job.write_config([job.table_entry("fence", trades.table,
+                                            batch={"max_rows": 2000, "num_partitions": 1})])
+    held = gate(job, "fence", 1)
+    held.with_suffix(".hold").touch()
+    err_path = job.tmp / "a.err"
+    a = subprocess.Popen([sys.executable, "-m", "coldtier", "run", "--trigger", "available-now",
+                          "--config", str(cfg)], cwd=ROOT, env=job.env(), stdout=subprocess.PIPE,
+                         stderr=open(err_path, "w"), text=True, start_new_session=True)
+    try:
+        wait_until(lambda: held.with_suffix(".arrived").exists(), 180, "A's read of batch 1 at the source")
+        os.killpg(a.pid, signal.SIGSTOP)  # A: rows requested, process frozen
+        restart_postgres(job)  # A's lock session is gone
+        held.with_suffix(".hold").unlink()  # (A's query runs; its answer waits in A's socket)
+        code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")  # instance B
+        assert code == 0, err
+        assert [p["batch_id"] for p in progress] == [1, 2] and progress[0]["recovered"] == "replayed"
+        os.killpg(a.pid, signal.SIGCONT)
+        a.communicate(timeout=300)
+    finally:
+        if a.poll() is None:
+            os.killpg(a.pid, signal.SIGKILL)
+    err = err_path.read_text()
+    assert a.returncode == cli.EXIT_LOCK, err[-3000:]
+    assert "not published" in err and err.count("coldtier:") == 1
+    assert committed_batches(spark, job, "fence") == [1, 2]  # batch 1 exactly once on main
+    rows = sql(job, "SELECT batch_id, status, attempts FROM coldtier.batches WHERE pipeline = %s ORDER BY 1",
+               (job.pipeline,))
+    assert [r[:2] for r in rows] == [(1, "committed"), (2, "committed")]
+    assert_source_equals_sink(job, spark, trades.table, job.target("fence"))
+    # and the next run finds nothing wrong
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0 and all(p.get("caught_up") for p in progress), err
+
+
+@pytest.mark.parametrize("job", SINKS, indirect=True)
+def test_a_short_read_is_never_published(job, spark, capsys):
+    """Rows vanish from batch 2's planned range before it is read (a TTL, a mutation, a replica
+    behind): nothing is published, the run fails naming the batch, the ledger keeps the range
+    planned, and once the rows are back the relaunch copies the range exactly once."""
+    trades = job.trades()
+    trades.bulk(6000)
+    cfg = job.write_config([job.table_entry("short", trades.table, batch={"max_rows": 3000})])
+    code, _, err = run_inprocess(capsys, cfg, "--trigger", "once")
+    assert code == 0, err
+    held = gate(job, "short", 2)
+    held.with_suffix(".hold").touch()
+    saved = f"{job.database}.saved"
+    job.client.execute(f"CREATE TABLE {saved} AS {trades.fqn} ENGINE = MergeTree ORDER BY tuple()")
+
+    def vanish() -> None:
+        try:
+            wait_until(lambda: held.with_suffix(".arrived").exists(), 120, "batch 2's read at the source")
+            job.client.execute(f"INSERT INTO {saved} SELECT * FROM {trades.fqn} WHERE sequence_number % 97 = 0 "
+                               f"AND sequence_number >= 3000")
+            job.client.execute(f"ALTER TABLE {trades.fqn} DELETE WHERE sequence_number % 97 = 0 AND "
+                               f"sequence_number >= 3000 SETTINGS mutations_sync = 1")
+        finally:
+            held.with_suffix(".hold").unlink()
+
+    thread = threading.Thread(target=vanish)
+    thread.start()
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "once")
+    thread.join(60)
+    assert code == cli.EXIT_RUNTIME and progress == []
+    assert "batch 2 read 2969 rows but planned 3000" in err and "Nothing was published" in err, err
+    assert committed_batches(spark, job, "short") == [1]
+    assert spark.table(job.target("short")).count() == 3000
+    assert sql(job, "SELECT batch_id, status FROM coldtier.batches WHERE pipeline = %s ORDER BY 1",
+               (job.pipeline,)) == [(1, "committed"), (2, "planned")]
+    job.client.execute(f"INSERT INTO {trades.fqn} SELECT * FROM {saved}")  # the replica catches up
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert [(p["batch_id"], p["rows"]) for p in progress] == [(2, 3000)]
+    assert committed_batches(spark, job, "short") == [1, 2]
+    assert_source_equals_sink(job, spark, trades.table, job.target("short"))
+
+
+def test_short_read_warn_publishes_with_a_warning(job, spark, capsys):
+    """For engines that collapse rows (ReplacingMergeTree), ``short_read: warn``."""
+    trades = job.trades()
+    trades.bulk(2000)
+    cfg = job.write_config([job.table_entry("collapse", trades.table, short_read="warn")])
+    held = gate(job, "collapse", 1)
+    held.with_suffix(".hold").touch()
+
+    def vanish() -> None:
+        try:
+            wait_until(lambda: held.with_suffix(".arrived").exists(), 120, "batch 1's read at the source")
+            job.client.execute(f"ALTER TABLE {trades.fqn} DELETE WHERE sequence_number < 10 "
+                               f"SETTINGS mutations_sync = 1")
+        finally:
+            held.with_suffix(".hold").unlink()
+
+    thread = threading.Thread(target=vanish)
+    thread.start()
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "once")
+    thread.join(60)
+    assert code == 0 and progress[0]["rows"] == 1990, err
+    assert "WARNING" in err and "read 1990 rows but planned 2000" in err and "short_read: warn" in err
+
+
+class _LosesCommitAnswer:
+    """A psycopg2 connection whose first COMMIT reaches the server, then fails on the client."""
+
+    def __init__(self, conn, lost: list[bool]) -> None:
+        self._conn, self._lost = conn, lost
+
+    def commit(self) -> None:
+        self._conn.commit()
+        if not self._lost:
+            self._lost.append(True)
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_a_commit_whose_answer_was_lost_is_success(job, postgres, monkeypatch):
+    trades = job.trades()
+    trades.bulk(100)
+    cfg = job.write_config([job.table_entry("lost", trades.table)])
+    from coldtier import config as config_mod
+
+    conf = config_mod.load(cfg)
+    t = conf.tables[0]
+    client = job.client
+    spec, _ = resolve_cursor(client, t)
+    planned = Planner(client, t, spec).plan(None)
+    assert planned.rng is not None
+    from coldtier.ledger import Batch
+
+    batch = Batch(conf.pipeline, t.name, 1, "planned", planned.rng, planned.partitions, planned.rows)
+    ledger = Ledger(conf.ledger.dsn, backoff_s=0.01)
+    ledger.ensure_schema()
+    ledger.record_plan(batch)
+    lost: list[bool] = []
+    real_connect = ledger._connect
+    ledger.close()
+    monkeypatch.setattr(ledger, "_connect", lambda: _LosesCommitAnswer(real_connect(), lost))
+    m = BatchMetrics(planned.rows, 42, 0.0, 0.0, 0.0, 0.0, 0.0, None, None)
+    ledger.commit(batch, m)  # the first COMMIT's answer is lost; the retry finds it done
+    assert lost == [True]
+    assert ledger.last_committed(conf.pipeline, t.name).snapshot_id == 42
+    exists, wm_batch, wm = ledger.watermark(conf.pipeline, t.name)
+    assert (exists, wm_batch, wm) == (True, 1, planned.rng.hi)
+    # a different snapshot is still a contradiction
+    other = BatchMetrics(planned.rows, 43, 0.0, 0.0, 0.0, 0.0, 0.0, None, None)
+    from coldtier.ledger import LedgerInconsistent
+
+    with pytest.raises(LedgerInconsistent):
+        ledger.commit(batch, other)
+    ledger.close()
+    assert isinstance(planned.rng, Range)

@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("--bucket", default="1h", help="bucket width: 15m, 1h, 1d (default 1h)")
     rc.add_argument("--repair", action="store_true",
                     help="re-copy each mismatched bucket in one Iceberg commit, recorded in the ledger")
+    ad = sub.add_parser("adopt", help="continue a renamed pipeline/table from its old identity's watermark")
+    common(ad)
+    ad.add_argument("--from", dest="from_identity", required=True, metavar="PIPELINE/TABLE",
+                    help="the identity whose batches the target holds (named by the refusing run)")
     mt = sub.add_parser("maintain", help="compact files, expire snapshots, remove orphans (same lock as run)")
     mt.add_argument("--config", required=True)
     mt.add_argument("--tables", help="comma-separated table names (default: all)")
@@ -222,6 +226,39 @@ def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
     finally:
         for lock in locks:
             lock.release()
+        ledger.close()
+
+
+def cmd_adopt(cfg: AppConfig, names: list[str] | None, from_identity: str) -> int:
+    """After a rename: record, in the sink and the ledger, that this pipeline/table continues
+    from the newest batch of ``from_identity`` (an empty commit carrying the new identity and the
+    old watermark), so the next run goes on from there instead of copying everything again."""
+    tables = cfg.select(names)
+    if len(tables) != 1 or "/" not in from_identity:
+        raise ValueError("adopt takes one table (--tables NAME) and --from PIPELINE/TABLE")
+    t = tables[0]
+    old = tuple(from_identity.split("/", 1))
+    ledger = _ledger(cfg)
+    ledger.ensure_schema()
+    lock = table_lock(cfg, t)
+    try:
+        lock.acquire(None)
+        if ledger.last_batch(cfg.pipeline, t.name) is not None:
+            raise LedgerInconsistent(f"{cfg.pipeline}/{t.name} already has batches in the ledger; adopt is "
+                                     f"for a renamed table whose new name has none")
+        sink = make_sink(spark_session(cfg), t.target)
+        found = sink.identities()
+        if old not in found:
+            have = ", ".join(f"{p}/{n}" for p, n in found) or "none"
+            raise LedgerInconsistent(f"{sink.ident} holds no batches of {from_identity} (it holds: {have})")
+        batch_id, end = found[old]  # type: ignore[index]
+        snapshot = sink.adopt(cfg.pipeline, t.name, batch_id, end, {"coldtier.adopted-from": from_identity})
+        ledger.rebuild(cfg.pipeline, t.name, [(batch_id, Offset.from_json(end), snapshot, 0)])  # type: ignore[list-item]
+        print(json.dumps({"pipeline": cfg.pipeline, "table": t.name, "adopted_from": from_identity,
+                          "watermark_batch": batch_id, "watermark": end, "snapshot_id": snapshot}))
+        return EXIT_OK
+    finally:
+        lock.release()
         ledger.close()
 
 
@@ -418,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_maintain(cfg, names, wait)
         if args.command == "recover-ledger":
             return cmd_recover_ledger(cfg, names)
+        if args.command == "adopt":
+            return cmd_adopt(cfg, names, args.from_identity)
         if args.command == "reconcile":
             return cmd_reconcile(cfg, names, args.since, args.until, args.bucket, args.repair)
         trigger = Trigger.parse(args.trigger)

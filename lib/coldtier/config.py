@@ -62,6 +62,7 @@ class CursorConfig:
     incrementing_column: str | None = "sequence_number"
     lag_s: float = 300.0
     ttl_margin_s: float = 86_400.0
+    ordered_writer: str | None = None  # incrementing mode: who assigns the numbers, in order
 
 
 @dataclass(frozen=True)
@@ -479,7 +480,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         r.identifier(sm, "table", k + "source.", src_table, (2,))
 
         cm = r.mapping(tm["cursor"], k + "cursor",
-                       ("mode", "timestamp_column", "incrementing_column", "lag_s", "ttl_margin_s")) \
+                       ("mode", "timestamp_column", "incrementing_column", "lag_s", "ttl_margin_s",
+                        "ordered_writer")) \
             if "cursor" in tm else {}
         mode = r.string(cm, "mode", k + "cursor.", "timestamp+incrementing") or ""
         if mode not in CURSOR_MODES:
@@ -495,9 +497,17 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
             inc_col = None
         r.identifier(cm, "timestamp_column", k + "cursor.", ts_col)
         r.identifier(cm, "incrementing_column", k + "cursor.", inc_col)
+        ordered_writer = r.string(cm, "ordered_writer", k + "cursor.")
+        if mode == "incrementing" and not ordered_writer:
+            raise r.fail(cm.get("mode") or node, k + "cursor.mode",
+                         "'incrementing' has no timestamp, so no visibility lag and no reconcile: a row "
+                         "whose number was assigned before a row already copied, but committed after it, is "
+                         "lost without a trace. Use it only when one writer assigns the numbers in commit "
+                         "order, and say so: cursor.ordered_writer: <who assigns them>.")
         cursor = CursorConfig(mode, ts_col, inc_col,
                               r.number(cm, "lag_s", k + "cursor.", 300.0, float, 0.0),
-                              r.number(cm, "ttl_margin_s", k + "cursor.", 86_400.0, float, 0.0))
+                              r.number(cm, "ttl_margin_s", k + "cursor.", 86_400.0, float, 0.0),
+                              ordered_writer)
 
         bm = r.mapping(tm["batch"], k + "batch", ("max_rows", "num_partitions", "fetchsize", "options")) \
             if "batch" in tm else {}

@@ -275,12 +275,22 @@ class TableRunner:
         """(last committed batch id, its end offset), checked against the watermark row."""
         last_id, wm = ledger_watermark(self.ledger, self.pipeline, self.table.name)
         if last_id == 0:
-            sunk = self.sink.latest_batch(self.pipeline, self.table.name)
+            found = self.sink.identities()
+            sunk = found.get((self.pipeline, self.table.name))
             if sunk is not None:
                 raise LedgerInconsistent(
                     f"{self.pipeline}/{self.table.name}: the ledger has no batches but {self.kind} table "
                     f"{self.sink.ident} holds batch {sunk[0]} of this pipeline; running would copy rows "
                     f"again. Run recover-ledger.")
+            if found:
+                others = ", ".join(f"{p}/{t} (batch {b})" for (p, t), (b, _) in found.items())
+                first = next(iter(found))
+                raise LedgerInconsistent(
+                    f"{self.pipeline}/{self.table.name}: {self.kind} table {self.sink.ident} already holds "
+                    f"coldtier batches of {others}; starting {self.pipeline}/{self.table.name} from nothing "
+                    f"would copy every row the hot tier still has again. If the pipeline or table was "
+                    f"renamed, adopt its watermark: coldtier adopt --config FILE --tables {self.table.name} "
+                    f"--from {first[0]}/{first[1]}.")
         return last_id, wm
 
     def verify(self) -> None:

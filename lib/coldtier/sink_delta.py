@@ -133,11 +133,11 @@ class DeltaSink:
             return None
         return int(self._table().history(1).collect()[0]["version"])
 
-    def _ours(self, pipeline: str, table: str) -> Any:
-        """Commits of this pipeline/table still in the table's lineage, newest first:
-        (batch id, end cursor, version, rows). A RESTORE to version v drops the commits after
-        v from the lineage (their files are gone from the table) even though the history keeps
-        listing them."""
+    def _batches(self) -> Any:
+        """Every coldtier batch commit still in the table's lineage, newest first: (pipeline,
+        table, batch id, end cursor, version, rows). A RESTORE to version v drops the commits
+        after v from the lineage (their files are gone from the table) even though the history
+        keeps listing them."""
         if not self.exists():
             return
         cutoff: int | None = None
@@ -153,11 +153,38 @@ class DeltaSink:
                     target = (r["operationParameters"] or {}).get("version")
                     cutoff = int(target) if target is not None else cutoff
                     continue
-                found = self._identity(r, pipeline, table)
+                found = self._identity(r)
                 if found is not None:
                     yield found
             if seen is None or seen == 0:
                 return
+
+    def _ours(self, pipeline: str, table: str) -> Any:
+        """Commits of this pipeline/table in the lineage, newest first: (batch id, end cursor,
+        version, rows)."""
+        for p, t, *rest in self._batches():
+            if p == pipeline and t == table:
+                yield tuple(rest)
+
+    def identities(self) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
+        """Every (pipeline, table) with batches in the lineage: its newest (batch id, end cursor)."""
+        out: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        for p, t, batch_id, end, _, _ in self._batches():
+            out.setdefault((p, t), (batch_id, end))
+        return out
+
+    def adopt(self, pipeline: str, table: str, batch_id: int, end: dict[str, Any],
+              note: dict[str, str]) -> int:
+        """An empty commit carrying a batch identity (``adopt``): the new identity's watermark."""
+        doc = {P_PIPELINE: pipeline, P_TABLE: table, P_BATCH: str(batch_id), P_END: json.dumps(end), **note}
+        empty = self.spark.createDataFrame([], self._table().toDF().schema)
+        (empty.write.format("delta").mode("append")
+         .option("txnAppId", self.app_id(pipeline, table)).option("txnVersion", str(batch_id))
+         .option("userMetadata", json.dumps(doc, sort_keys=True)).save(self.path))
+        found = self.find_batch(pipeline, table, batch_id)
+        if found is None:
+            raise RuntimeError(f"the adoption commit to {self.ident} left no commit of batch {batch_id}")
+        return found.snapshot_id
 
     def _history(self, limit: int | None) -> list[Any]:
         table = self._table()
@@ -167,7 +194,7 @@ class DeltaSink:
         return sorted(rows, key=lambda r: r["version"], reverse=True)
 
     @staticmethod
-    def _identity(r: Any, pipeline: str, table: str) -> tuple[int, dict[str, Any], int, int] | None:
+    def _identity(r: Any) -> tuple[str, str, int, dict[str, Any], int, int] | None:
         meta = r["userMetadata"]
         if not meta:
             return None
@@ -175,10 +202,11 @@ class DeltaSink:
             doc = json.loads(meta)
         except ValueError:
             return None
-        if doc.get(P_PIPELINE) != pipeline or doc.get(P_TABLE) != table:
+        if doc.get(P_PIPELINE) is None or doc.get(P_BATCH) is None:
             return None
         written = int((r["operationMetrics"] or {}).get("numOutputRows") or 0)
-        return int(doc[P_BATCH]), json.loads(doc[P_END]), int(r["version"]), written
+        return (doc[P_PIPELINE], doc.get(P_TABLE), int(doc[P_BATCH]), json.loads(doc[P_END]),
+                int(r["version"]), written)
 
     def find_batch(self, pipeline: str, table: str, batch_id: int) -> SnapshotInfo | None:
         for found, _, version, rows in self._ours(pipeline, table):

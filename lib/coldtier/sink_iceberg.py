@@ -115,20 +115,45 @@ class IcebergSink:
         snap = self._jtable().currentSnapshot() if self.exists() else None
         return int(snap.snapshotId()) if snap is not None else None
 
-    def _ours(self, pipeline: str, table: str) -> Any:
-        """Snapshots of this pipeline/table in the current ancestry, newest first:
-        (batch id, end cursor, snapshot id, added rows)."""
+    def _batches(self) -> Any:
+        """Every coldtier batch snapshot in the current ancestry, newest first: (pipeline, table,
+        batch id, end cursor, snapshot id, added rows)."""
         if not self.exists():
             return
         t = self._jtable()
         snap = t.currentSnapshot()
         while snap is not None:
             s = snap.summary()
-            if s.get(P_PIPELINE) == pipeline and s.get(P_TABLE) == table:
-                yield (int(s.get(P_BATCH)), json.loads(s.get(P_END)), snap.snapshotId(),
-                       int(s.get("added-records") or 0))
+            if s.get(P_PIPELINE) is not None and s.get(P_BATCH) is not None:
+                yield (s.get(P_PIPELINE), s.get(P_TABLE), int(s.get(P_BATCH)), json.loads(s.get(P_END)),
+                       snap.snapshotId(), int(s.get("added-records") or 0))
             parent = snap.parentId()
             snap = t.snapshot(parent) if parent is not None else None
+
+    def _ours(self, pipeline: str, table: str) -> Any:
+        """Snapshots of this pipeline/table in the current ancestry, newest first:
+        (batch id, end cursor, snapshot id, added rows)."""
+        for p, t, *rest in self._batches():
+            if p == pipeline and t == table:
+                yield tuple(rest)
+
+    def identities(self) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
+        """Every (pipeline, table) with batches in the ancestry: its newest (batch id, end cursor)."""
+        out: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        for p, t, batch_id, end, _, _ in self._batches():
+            out.setdefault((p, t), (batch_id, end))
+        return out
+
+    def adopt(self, pipeline: str, table: str, batch_id: int, end: dict[str, Any],
+              note: dict[str, str]) -> int:
+        """An empty commit carrying a batch identity (``adopt``): the new identity's watermark."""
+        t = self._jtable()
+        commit = t.newAppend()
+        for k, v in {P_PIPELINE: pipeline, P_TABLE: table, P_BATCH: str(batch_id), P_END: json.dumps(end),
+                     **note}.items():
+            commit = commit.set(k, v)
+        commit.commit()
+        return int(self._jtable().currentSnapshot().snapshotId())
 
     def find_batch(self, pipeline: str, table: str, batch_id: int) -> SnapshotInfo | None:
         """The snapshot in the current ancestry that committed this batch, if any."""

@@ -208,3 +208,28 @@ def test_a_commit_whose_answer_was_lost_is_success(job, postgres, monkeypatch):
         ledger.commit(batch, other)
     ledger.close()
     assert isinstance(planned.rng, Range)
+
+
+@pytest.mark.parametrize("job", SINKS, indirect=True)
+def test_a_renamed_table_is_refused_until_it_adopts_its_old_watermark(job, spark, capsys):
+    trades = job.trades()
+    trades.bulk(3000)
+    old = job.write_config([job.table_entry("before", trades.table, batch={"max_rows": 2000})])
+    code, progress, err = run_inprocess(capsys, old, "--trigger", "available-now")
+    assert code == 0 and [p["batch_id"] for p in progress] == [1, 2], err
+    # the YAML renames the table (same source, same target)
+    entry = job.table_entry("after", trades.table, batch={"max_rows": 2000})
+    entry["target"] = job.table_entry("before", trades.table)["target"]
+    renamed = job.write_config([entry])
+    code, progress, err = run_inprocess(capsys, renamed, "--trigger", "available-now")
+    assert code == cli.EXIT_LEDGER and progress == []
+    assert f"{job.pipeline}/before (batch 2)" in err and f"--from {job.pipeline}/before" in err, err
+    assert committed_batches(spark, job, "before") == [1, 2]  # nothing copied again
+    assert cli.main(["adopt", "--config", str(renamed), "--tables", "after", "--from",
+                     f"{job.pipeline}/before"]) == 0
+    capsys.readouterr()
+    trades.bulk(500, end_ms_ago=1_000)
+    code, progress, err = run_inprocess(capsys, renamed, "--trigger", "available-now")
+    assert code == 0, err
+    assert [(p["batch_id"], p["rows"]) for p in progress] == [(3, 500)]
+    assert_source_equals_sink(job, spark, trades.table, job.target("before"))

@@ -320,12 +320,12 @@ def test_late_rows_are_found_by_reconcile_and_repaired(job, spark, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("job", SINKS, indirect=True)
 def test_crash_loop_while_rows_arrive(job, spark, capsys):
-    """>= 20 times: launch processing-time while the feed inserts, SIGKILL at a random moment
-    after its first plan, relaunch. Then drain and reconcile: zero lost, zero duplicated."""
+    """20 times: launch processing-time while the feed inserts and kill it (SIGKILL) at a phase
+    marker, in turn after the plan, while rows stream, between the sink commit and the ledger
+    commit, and after the ledger commit (the first batch of the launch to get there), then
+    relaunch. Then drain and reconcile: zero lost, zero duplicated."""
     import collections
-    import random
 
-    rng = random.Random(20261127)
     trades = job.trades()
     trades.bulk(20_000, end_ms_ago=2000)
     cfg = job.write_config([job.table_entry("loop", trades.table, cursor={"lag_s": 3},
@@ -334,6 +334,7 @@ def test_crash_loop_while_rows_arrive(job, spark, capsys):
         [sys.executable, "-m", "coldtier.synth", "--url", job.chembed.http_url, "--password-env",
          "TEST_CH_PASSWORD", "--database", job.database, "--exchange", "binance", "live", "--rate", "300",
          "--interval", "0.25"], env=job.env(), stdout=subprocess.DEVNULL)
+    targets = ["after-plan", "during-read", "after-sink-commit", "after-ledger-commit"]
     kills: collections.Counter[str] = collections.Counter()
     iterations = 20
     try:
@@ -341,13 +342,10 @@ def test_crash_loop_while_rows_arrive(job, spark, capsys):
             phases = job.tmp / f"loop-{i}.log"
             proc = subprocess.Popen([sys.executable, "-m", "coldtier", "run", "--trigger", "processing-time=1s",
                                      "--config", str(cfg)], cwd=ROOT,
-                                    env={**job.env(), "COLDTIER_PHASE_FILE": str(phases)},
+                                    env={**job.env(), "COLDTIER_PHASE_FILE": str(phases),
+                                         "COLDTIER_FAULT": targets[i % len(targets)]},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_until(lambda p=phases: p.exists() and "after-plan" in p.read_text(), 120,
-                       f"iteration {i}'s first plan")
-            time.sleep(rng.uniform(0, 2.5))
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(30) == -signal.SIGKILL
+            assert proc.wait(300) == -signal.SIGKILL  # it killed itself at the marker
             kills[phases.read_text().splitlines()[-1].split()[-1]] += 1
     finally:
         feed.send_signal(signal.SIGTERM)
@@ -357,11 +355,12 @@ def test_crash_loop_while_rows_arrive(job, spark, capsys):
     assert code == 0, err
     got = spark_fingerprint(spark.table(job.target("loop")))
     want = ch_fingerprint(job.client, f"{job.database}.{trades.table}")
-    print(f"crash loop: {iterations} iterations, {want['n']} rows in ClickHouse, {got['n']} in Iceberg, "
-          f"{int(got['n']) - int(got['keys'])} duplicated; last phase before each kill: {dict(kills)}")
+    print(f"crash loop: {iterations} iterations, {want['n']} rows in ClickHouse, {got['n']} in the sink, "
+          f"{int(got['n']) - int(got['keys'])} duplicated; phase of each kill: {dict(kills)}")
     assert got == want
     assert got["keys"] == got["n"]
-    assert sum(kills.values()) == iterations
+    # the kills landed in four distinct phases, five times each, including between the commits
+    assert dict(kills) == {t: iterations // len(targets) for t in targets}
 
 
 def test_ttl_race_warns_every_batch(job, spark, capsys):

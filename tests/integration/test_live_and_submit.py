@@ -123,14 +123,19 @@ def test_live_feed_processing_time_then_drain(job, spark):
         feed.kill()
         runner.kill()
     assert runner.returncode == 0, err[-3000:]
-    live = progress_lines(out)
-    assert len(live) >= 10, f"only {len(live)} batches in 60 s: {err[-3000:]}"
+    live = [p for p in progress_lines(out) if "batch_id" in p]
+    # what the loop guarantees, however busy the machine: batches one after another from 1, none
+    # over max_rows (how many fit in 60 s is the machine's business, not the feature's)
+    assert live and [p["batch_id"] for p in live] == list(range(1, len(live) + 1)), err[-3000:]
+    assert all(0 < p["rows"] <= 5000 for p in live)
     time.sleep(4)  # the last rows age past the lag before the drain
     drain = submit(job, cfg, "run", "--trigger", "available-now")
     out, err = drain.communicate(timeout=300)
     assert drain.returncode == 0, err[-3000:]
+    drained = [p for p in progress_lines(out) if "batch_id" in p]
     total = int(job.client.scalar(f"SELECT count() FROM {job.database}.{trades.table}"))
-    assert total >= 2000 + 60 * 200 * 0.8
+    assert total > 2000  # the feed ran
+    assert sum(p["rows"] for p in live + drained) == total
     got = spark_fingerprint(spark.table(job.target("live")))
     assert got == ch_fingerprint(job.client, f"{job.database}.{trades.table}")
     assert got["keys"] == got["n"]

@@ -87,3 +87,12 @@ def test_column_choices_are_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"c.yaml:18: tables\[0\].columns.raw: 'text' is not one of string, "
                                           r"binary, exclude"):
         load(write(tmp_path, bad), {"CH_PW": "x"})
+
+
+def test_incrementing_mode_needs_a_named_ordered_writer(tmp_path):
+    text = GOOD.replace("cursor: {lag_s: 60}", "cursor: {mode: incrementing}")
+    with pytest.raises(ConfigError, match=r"c.yaml:17: tables\[0\].cursor.mode: 'incrementing' has no timestamp.*"
+                                          r"cursor.ordered_writer"):
+        load(write(tmp_path, text), {"CH_PW": "x"})
+    ok = GOOD.replace("cursor: {lag_s: 60}", "cursor: {mode: incrementing, ordered_writer: the sequencer}")
+    assert load(write(tmp_path, ok), {"CH_PW": "x"}).tables[0].cursor.ordered_writer == "the sequencer"

@@ -233,3 +233,22 @@ def test_a_renamed_table_is_refused_until_it_adopts_its_old_watermark(job, spark
     assert code == 0, err
     assert [(p["batch_id"], p["rows"]) for p in progress] == [(3, 500)]
     assert_source_equals_sink(job, spark, trades.table, job.target("before"))
+
+
+def test_a_batch_published_twice_is_refused_naming_both_snapshots(job, spark, capsys):
+    """If a takeover ever raced a publish, batch N is in the ancestry twice: coldtier stops."""
+    trades = job.trades()
+    trades.bulk(2000)
+    cfg = job.write_config([job.table_entry("twice", trades.table, batch={"max_rows": 1000})])
+    code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    from coldtier.sink_iceberg import IcebergSink
+
+    sink = IcebergSink(spark, __import__("coldtier.config", fromlist=["load"]).load(cfg).tables[0].target)
+    first = sink.find_batch(job.pipeline, "twice", 2).snapshot_id
+    second = sink.adopt(job.pipeline, "twice", 2, sink.latest_batch(job.pipeline, "twice")[1], {})
+    trades.bulk(100, end_ms_ago=1_000)  # work to do: the run starts Spark and checks the table
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == cli.EXIT_LEDGER and progress == []
+    assert "batch 2 was published twice" in err and str(first) in err and str(second) in err, err
+    assert committed_batches(spark, job, "twice") == [1, 2, 2]  # nothing more written

@@ -18,7 +18,7 @@ from pytest_postgresql.executors.proc import PostgreSQLExecutor
 
 from coldtier import deps
 from coldtier.spark import build_session, iceberg_catalog_conf
-from helpers import CH_PASSWORD, PG_PASSWORD, ROOT, ChembedProcess, free_port
+from helpers import CH_PASSWORD, PG_PASSWORD, ROOT, ChembedProcess, free_port, wait_until
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,14 @@ def _pg_base_dir() -> Path:
     return base
 
 
+def _accepts(pg: Postgres) -> bool:
+    try:
+        psycopg2.connect(pg.dsn, connect_timeout=5).close()
+        return True
+    except psycopg2.OperationalError:
+        return False
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     base = _pg_base_dir()
@@ -85,6 +93,7 @@ def postgres() -> Iterator[Postgres]:
     )
     executor.start()
     pg = Postgres("127.0.0.1", port, "coldtier", PG_PASSWORD, "postgres", str(base / "data"))
+    wait_until(lambda: _accepts(pg), 120, "PostgreSQL to accept connections")  # not just "starting up"
     pg = pg.create_database("coldtier")
     yield pg
     executor.stop()

@@ -95,8 +95,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def table_lock(cfg: AppConfig, t: Any) -> AdvisoryLock:
     """The advisory lock of one pipeline/table, fenced by its owner epoch in the ledger."""
-    return AdvisoryLock(cfg.ledger.dsn, f"coldtier/{cfg.pipeline}/{t.name}", cfg.ledger.connect_timeout_s,
-                        Fence(cfg.ledger.schema, cfg.pipeline, t.name))
+    lc = cfg.ledger
+    return AdvisoryLock(lc.dsn, f"coldtier/{cfg.pipeline}/{t.name}", lc.connect_timeout_s,
+                        Fence(lc.schema, cfg.pipeline, t.name), None, lc.statement_timeout_s,
+                        lc.tcp_timeout_s)
 
 
 def _tables(cfg: AppConfig, arg: str | None) -> list[str] | None:
@@ -117,7 +119,9 @@ def ts_text(spec: CursorSpec, o: Offset | None) -> str:
 
 
 def _ledger(cfg: AppConfig) -> Ledger:
-    return Ledger(cfg.ledger.dsn, cfg.ledger.schema, cfg.ledger.connect_timeout_s)
+    lc = cfg.ledger
+    return Ledger(lc.dsn, lc.schema, lc.connect_timeout_s, statement_timeout_s=lc.statement_timeout_s,
+                  tcp_timeout_s=lc.tcp_timeout_s)
 
 
 def cmd_plan(cfg: AppConfig, names: list[str] | None) -> int:

@@ -7,10 +7,9 @@ The password travels in a header, never in the URL, and never appears in an erro
 
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +27,8 @@ class ClickHouseError(RuntimeError):
 
 
 class ClickHouseUnreachable(RuntimeError):
-    """No answer from ClickHouse within the connect timeout."""
+    """No connection to ClickHouse within the connect timeout, or no answer within the read
+    timeout."""
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,13 @@ class ClickHouseHTTP:
     user: str = "default"
     password: str = field(default="", repr=False)
     database: str = "default"
-    timeout_s: float = 30.0
+    timeout_s: float = 30.0  # connecting (TCP and TLS)
     settings: tuple[tuple[str, str], ...] = ()
+    read_timeout_s: float = 300.0  # waiting for the answer; also the server's max_execution_time
 
     @classmethod
     def from_jdbc_url(
-        cls, jdbc_url: str, user: str, password: str, timeout_s: float = 30.0
+        cls, jdbc_url: str, user: str, password: str, timeout_s: float = 30.0, read_timeout_s: float = 300.0
     ) -> ClickHouseHTTP:
         """``jdbc:clickhouse://host:port/db?ssl=true`` → the same server's HTTP endpoint."""
         rest = jdbc_url.split("jdbc:", 1)[-1]
@@ -57,15 +58,17 @@ class ClickHouseHTTP:
         scheme = "https" if q.get("ssl", "").lower() == "true" or parts.scheme == "https" else "http"
         db = parts.path.strip("/") or "default"
         port = parts.port or (8443 if scheme == "https" else 8123)
-        return cls(f"{scheme}://{parts.hostname}:{port}", user, password, db, timeout_s)
+        return cls(f"{scheme}://{parts.hostname}:{port}", user, password, db, timeout_s, (), read_timeout_s)
 
     @property
     def endpoint(self) -> str:
         return self.url
 
     def _request(self, sql: str, fmt: str, data: bytes | None, settings: dict[str, str] | None,
-                 query_id: str | None) -> urllib.request.Request:
-        params: dict[str, str] = {"database": self.database, "default_format": fmt}
+                 query_id: str | None) -> tuple[str, bytes]:
+        params: dict[str, str] = {"database": self.database, "default_format": fmt,
+                                  # the server gives up too: no query of coldtier's outlives its wait
+                                  "max_execution_time": str(max(1, int(self.read_timeout_s)))}
         params.update(dict(self.settings))
         params.update(settings or {})
         if query_id:
@@ -74,27 +77,38 @@ class ClickHouseHTTP:
         if data is not None:
             params["query"] = sql
             body = data
-        return urllib.request.Request(
-            f"{self.url}/?{urllib.parse.urlencode(params)}",
-            data=body,
-            method="POST",
-            headers={"X-ClickHouse-User": self.user, "X-ClickHouse-Key": self.password},
-        )
+        return f"/?{urllib.parse.urlencode(params)}", body
 
     @contextmanager
-    def _open(self, req: urllib.request.Request) -> Iterator[Any]:
+    def _open(self, req: tuple[str, bytes]) -> Iterator[Any]:
+        """POST with separate bounds: ``timeout_s`` to connect, ``read_timeout_s`` for every wait
+        on the socket afterwards (ClickHouse sends nothing until its first block is ready)."""
+        path, body = req
+        parts = urllib.parse.urlsplit(self.url)
+        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        conn = cls(parts.hostname or "", parts.port, timeout=self.timeout_s)
+        stage = "connect"
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                yield resp
-        except urllib.error.HTTPError as exc:
-            code = int(exc.headers.get("X-ClickHouse-Exception-Code") or 0)
-            text = exc.read().decode("utf-8", "replace").strip()
-            raise ClickHouseError(code, text, self.endpoint) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, "reason", exc)
+            conn.connect()
+            stage = "answer"
+            assert conn.sock is not None
+            conn.sock.settimeout(self.read_timeout_s)
+            conn.request("POST", path, body=body,
+                         headers={"X-ClickHouse-User": self.user, "X-ClickHouse-Key": self.password})
+            resp = conn.getresponse()
+            if resp.status != 200:
+                code = int(resp.getheader("X-ClickHouse-Exception-Code") or 0)
+                text = resp.read().decode("utf-8", "replace").strip()
+                raise ClickHouseError(code, text, self.endpoint)
+            yield resp
+        except (OSError, http.client.HTTPException) as exc:
+            limit = self.timeout_s if stage == "connect" else self.read_timeout_s
+            what = "did not accept a connection" if stage == "connect" else "did not answer"
             raise ClickHouseUnreachable(
-                f"ClickHouse at {self.endpoint} did not answer within {self.timeout_s:g}s: {reason}"
+                f"ClickHouse at {self.endpoint} {what} within {limit:g}s: {exc or type(exc).__name__}"
             ) from None
+        finally:
+            conn.close()
 
     def query(self, sql: str, fmt: str = "TabSeparated", data: bytes | None = None,
               settings: dict[str, str] | None = None, query_id: str | None = None) -> bytes:

@@ -46,6 +46,7 @@ class SourceConfig:
     password: str = field(repr=False)
     properties: Mapping[str, str] = field(default_factory=dict)
     connect_timeout_s: float = 10.0
+    read_timeout_s: float = 300.0  # a silent connection fails after this (JDBC socket_timeout, HTTP)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class LedgerConfig:
     dsn: str = field(repr=False)
     schema: str = "coldtier"
     connect_timeout_s: float = 10.0
+    statement_timeout_s: float = 60.0  # server-side bound on every ledger/lock statement
+    tcp_timeout_s: float = 30.0  # keepalives + tcp_user_timeout: a dead peer is noticed within this
 
 
 @dataclass(frozen=True)
@@ -433,7 +436,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
     for name, node in src_root.items():
         k = f"sources.{name}."
         sm = r.mapping(node, f"sources.{name}",
-                       ("url", "user", "password", "properties", "connect_timeout_s"))
+                       ("url", "user", "password", "properties", "connect_timeout_s", "read_timeout_s"))
         url = r.string(sm, "url", k, required=True)
         assert url is not None
         if not url.startswith("jdbc:clickhouse:") and not url.startswith("jdbc:ch:"):
@@ -441,14 +444,18 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         sources[name] = SourceConfig(
             name, url, r.string(sm, "user", k, "default") or "default",
             r.string(sm, "password", k, "") or "", r.str_map(sm, "properties", k),
-            r.number(sm, "connect_timeout_s", k, 10.0, float, 0.1))
+            r.number(sm, "connect_timeout_s", k, 10.0, float, 0.1),
+            r.number(sm, "read_timeout_s", k, 300.0, float, 1.0))
 
     if "ledger" not in root:
         raise r.fail(None, "ledger", "is required (ledger.dsn: the PostgreSQL batch ledger).")
-    lm = r.mapping(root["ledger"], "ledger", ("dsn", "schema", "connect_timeout_s"))
+    lm = r.mapping(root["ledger"], "ledger",
+                   ("dsn", "schema", "connect_timeout_s", "statement_timeout_s", "tcp_timeout_s"))
     ledger = LedgerConfig(r.string(lm, "dsn", "ledger.", required=True) or "",
                           r.string(lm, "schema", "ledger.", "coldtier") or "coldtier",
-                          r.number(lm, "connect_timeout_s", "ledger.", 10.0, float, 0.1))
+                          r.number(lm, "connect_timeout_s", "ledger.", 10.0, float, 0.1),
+                          r.number(lm, "statement_timeout_s", "ledger.", 60.0, float, 1.0),
+                          r.number(lm, "tcp_timeout_s", "ledger.", 30.0, float, 1.0))
     r.identifier(lm, "schema", "ledger.", ledger.schema)
 
     catalogs: dict[str, dict[str, str]] = {}

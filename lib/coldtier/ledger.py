@@ -20,6 +20,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
+from coldtier import pg
 from coldtier.offset import Offset
 from coldtier.planning import Range, range_from_json, range_to_json
 
@@ -125,12 +126,14 @@ class Ledger:
     connect_timeout_s: float = 10.0
     retries: int = 5
     backoff_s: float = 0.5
+    statement_timeout_s: float = 60.0
+    tcp_timeout_s: float = 30.0
     _conn: Any = field(default=None, repr=False)
 
     # -- connection with bounded retries --------------------------------------------------
     def _connect(self) -> Any:
-        conn = psycopg2.connect(self.dsn, connect_timeout=max(1, int(self.connect_timeout_s)),
-                                application_name="coldtier")
+        conn = pg.connect(self.dsn, "coldtier", self.connect_timeout_s, self.statement_timeout_s,
+                          self.tcp_timeout_s)
         conn.autocommit = False
         return conn
 
@@ -141,8 +144,9 @@ class Ledger:
             try:
                 if self._conn is None or self._conn.closed:
                     self._conn = self._connect()
-                result = fn(self._conn)
-                self._conn.commit()
+                with pg.deadline(self._conn, self.statement_timeout_s + self.tcp_timeout_s):
+                    result = fn(self._conn)
+                    self._conn.commit()
                 return result
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 last = exc

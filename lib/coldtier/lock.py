@@ -17,6 +17,8 @@ from typing import Any
 
 import psycopg2
 
+from coldtier import pg
+
 
 class LockHeld(RuntimeError):
     """Another run holds the lock."""
@@ -54,26 +56,31 @@ class AdvisoryLock:
     connect_timeout_s: float = 10.0
     fence: Fence | None = None
     epoch: int | None = None  # this holder's owner epoch (with a fence)
+    statement_timeout_s: float = 60.0
+    tcp_timeout_s: float = 30.0
     _conn: Any = field(default=None, repr=False)
 
     def _session(self) -> Any:
         if self._conn is None:
-            self._conn = psycopg2.connect(self.dsn, connect_timeout=max(1, int(self.connect_timeout_s)),
-                                          application_name=f"coldtier-lock {self.key}")
+            self._conn = pg.connect(self.dsn, f"coldtier-lock {self.key}", self.connect_timeout_s,
+                                    self.statement_timeout_s, self.tcp_timeout_s)
             self._conn.autocommit = True
         return self._conn
 
+    def _run(self, sql: str, args: tuple[Any, ...]) -> Any:
+        """One statement on the lock's session, bounded on both sides (pg.deadline)."""
+        conn = self._session()
+        with pg.deadline(conn, self.statement_timeout_s + self.tcp_timeout_s), conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchone() if cur.description else None
+
     def _try_lock(self) -> bool:
-        with self._session().cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self.key,))
-            return bool(cur.fetchone()[0])
+        return bool(self._run("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self.key,))[0])
 
     def _epoch(self, bump: bool) -> int | None:
         if self.fence is None:
             return None
-        with self._session().cursor() as cur:
-            cur.execute(self.fence.bump_sql() if bump else self.fence.read_sql(), self.fence.args)
-            row = cur.fetchone()
+        row = self._run(self.fence.bump_sql() if bump else self.fence.read_sql(), self.fence.args)
         return int(row[0]) if row else None
 
     def acquire(self, wait_s: float | None = None) -> None:
@@ -91,8 +98,7 @@ class AdvisoryLock:
         if self._conn is None or self._conn.closed:
             return False
         try:
-            with self._conn.cursor() as cur:
-                cur.execute("SELECT 1")
+            self._run("SELECT 1", ())
             return True
         except psycopg2.Error:
             return False
@@ -148,6 +154,6 @@ class AdvisoryLock:
     def release(self) -> None:
         if self._conn is not None:
             # Unlock explicitly; if the session is already gone, so is the lock.
-            with suppress(psycopg2.Error), self._conn.cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (self.key,))
+            with suppress(psycopg2.Error):
+                self._run("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (self.key,))
             self._drop()

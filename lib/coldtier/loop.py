@@ -9,6 +9,7 @@ Exactly once, at any crash instant:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -170,7 +171,8 @@ def refused_value(exc: BaseException) -> str | None:
 
 def source_client(cfg: AppConfig, t: TableConfig) -> ClickHouseHTTP:
     src = cfg.sources[t.connection]
-    return ClickHouseHTTP.from_jdbc_url(src.url, src.user, src.password, src.connect_timeout_s)
+    return ClickHouseHTTP.from_jdbc_url(src.url, src.user, src.password, src.connect_timeout_s,
+                                        src.read_timeout_s)
 
 
 def resolve_cursor(client: ClickHouseHTTP, t: TableConfig) -> tuple[CursorSpec, list[Any]]:
@@ -414,16 +416,28 @@ class TableRunner:
         lag = None
         if batch.rng.hi.ts is not None and now_ms is not None:
             lag = round(now_ms / 1000 - self.spec.ticks_to_seconds(batch.rng.hi.ts), 3)
-        backlog = self.planner.backlog(batch.rng.hi)
+        # nothing that waits on the source between the sink commit and the ledger commit
         m = BatchMetrics(info.added_rows, info.snapshot_id, round(plan_s, 4), round(read_s, 4),
                          round(write_s, 4), round(time.perf_counter() - t3, 4),
-                         round(time.perf_counter() - started, 4), lag, backlog)
+                         round(time.perf_counter() - started, 4), lag, None)
         self.ledger.commit(batch, m, self._epoch())
         self.phase = "idle"
         self.hook(self.table.name, batch.batch_id, "after-ledger-commit")
+        m = dataclasses.replace(m, backlog_rows=self._backlog(batch.rng.hi))
         progress = self._progress(batch, m, recovered=recovered)
         self.emit(progress)
         return BatchResult(self.table.name, batch.batch_id, m.rows, progress)
+
+    def _backlog(self, after: Offset) -> int | None:
+        """Rows after the batch, for progress and metrics: best effort, after the commit."""
+        from coldtier.clickhouse_http import ClickHouseError, ClickHouseUnreachable
+
+        try:
+            return self.planner.backlog(after)
+        except (ClickHouseError, ClickHouseUnreachable) as exc:
+            print(f"coldtier: WARNING: {self.pipeline}/{self.table.name}: backlog not measured: {exc}",
+                  file=sys.stderr, flush=True)
+            return None
 
     def _audit(self, batch: Batch, rows: int) -> None:
         """Before a batch becomes visible: it read at least the rows it planned (its range can

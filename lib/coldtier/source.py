@@ -102,6 +102,8 @@ class JdbcSource:
             "password": self.source.password,
             "fetchsize": str(self.table.batch.fetchsize),
             "connection_timeout": str(int(self.source.connect_timeout_s * 1000)),
+            # client-v2's default is 0 (wait forever): a half-open connection would hang the task
+            "socket_timeout": str(int(self.source.read_timeout_s * 1000)),
         }
         props.update(self.source.properties)
         props.update(self.table.batch.options)

@@ -242,9 +242,10 @@ def test_a_batch_published_twice_is_refused_naming_both_snapshots(job, spark, ca
     cfg = job.write_config([job.table_entry("twice", trades.table, batch={"max_rows": 1000})])
     code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0, err
+    from coldtier import config as config_mod
     from coldtier.sink_iceberg import IcebergSink
 
-    sink = IcebergSink(spark, __import__("coldtier.config", fromlist=["load"]).load(cfg).tables[0].target)
+    sink = IcebergSink(spark, config_mod.load(cfg).tables[0].target)
     first = sink.find_batch(job.pipeline, "twice", 2).snapshot_id
     second = sink.adopt(job.pipeline, "twice", 2, sink.latest_batch(job.pipeline, "twice")[1], {})
     trades.bulk(100, end_ms_ago=1_000)  # work to do: the run starts Spark and checks the table

@@ -82,7 +82,8 @@ class Services:
         self._script("destroy")
 
     def client(self) -> ClickHouseHTTP:
-        return ClickHouseHTTP(f"http://127.0.0.1:{self.ch_port}", "default", self.ch_password, timeout_s=600)
+        return ClickHouseHTTP(f"http://127.0.0.1:{self.ch_port}", "default", self.ch_password, timeout_s=60,
+                             read_timeout_s=3600)
 
 
 def coldtier_config(services: Services, warehouse: Path, cell: Cell, pipeline: str, source_table: str,

@@ -188,9 +188,12 @@ def cmd_maintain(cfg: AppConfig, names: list[str] | None, wait_for_lock: float |
     ledger = _ledger(cfg)
     ledger.ensure_schema()
     tables = cfg.select(names)
-    locks = [table_lock(cfg, t)
-             for t in tables]
+    locks = [table_lock(cfg, t) for t in tables]
     metrics = RunMetrics(cfg.metrics, cfg.pipeline)
+    if cfg.maintenance.unsafe_short_retention:
+        print(f"coldtier: WARNING: maintenance.unsafe_short_retention is set (retention "
+              f"{cfg.maintenance.snapshot_retention_h:g} h, orphans {cfg.maintenance.orphan_age_h:g} h): "
+              f"files of a commit still in flight may be deleted", file=sys.stderr, flush=True)
     try:
         for lock in locks:
             lock.acquire(wait_for_lock)
@@ -213,8 +216,7 @@ def cmd_maintain(cfg: AppConfig, names: list[str] | None, wait_for_lock: float |
 def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
     ledger = _ledger(cfg)
     ledger.ensure_schema()
-    locks = [table_lock(cfg, t)
-             for t in cfg.select(names)]
+    locks = [table_lock(cfg, t) for t in cfg.select(names)]
     try:
         for lock in locks:
             lock.acquire(None)
@@ -297,8 +299,7 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
     ledger = _ledger(cfg)
     ledger.ensure_schema()
     tables = cfg.select(names)
-    locks = [table_lock(cfg, t)
-             for t in tables]
+    locks = [table_lock(cfg, t) for t in tables]
     worst = EXIT_OK
     try:
         for lock in locks:
@@ -399,7 +400,11 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
 
     def out(doc: dict[str, Any]) -> None:
         emit(doc)
-        metrics.observe(doc)
+        try:
+            metrics.observe(doc)
+        except Exception as exc:  # metrics never change the run's outcome
+            print(f"coldtier: WARNING: could not write metrics: {mask(str(exc), cfg.secrets())}",
+                  file=sys.stderr, flush=True)
 
     try:
         for lock in locks:

@@ -127,6 +127,8 @@ class MaintenanceConfig:
     snapshot_retention_h: float = 168.0  # expire snapshots / vacuum files older than this
     retain_last: int = 10  # Iceberg: keep at least this many snapshots
     orphan_age_h: float = 72.0  # Iceberg: delete unreferenced files older than this
+    # below 1 h, VACUUM/orphan removal can delete the files of a commit still in flight
+    unsafe_short_retention: bool = False
 
 
 @dataclass(frozen=True)
@@ -559,9 +561,20 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
     maint = MaintenanceConfig()
     if "maintenance" in root:
         mm = r.mapping(root["maintenance"], "maintenance",
-                       ("target_file_size_mb", "snapshot_retention_h", "retain_last", "orphan_age_h"))
+                       ("target_file_size_mb", "snapshot_retention_h", "retain_last", "orphan_age_h",
+                        "unsafe_short_retention"))
+        unsafe = r.boolean(mm, "unsafe_short_retention", "maintenance.", False)
+        floor = 0.0 if unsafe else 1.0
+        for key in ("snapshot_retention_h", "orphan_age_h"):
+            if key in mm and not unsafe and r.number(mm, key, "maintenance.", 1.0, float) < 1.0:
+                raise r.fail(mm[key], f"maintenance.{key}",
+                             "must be at least 1 (hours): a shorter retention lets VACUUM or orphan removal "
+                             "delete the files of a commit still in flight (another writer's, or a batch "
+                             "being staged). To accept that risk, set maintenance.unsafe_short_retention: "
+                             "true.")
         maint = MaintenanceConfig(r.number(mm, "target_file_size_mb", "maintenance.", 128, int, 1),
-                                  r.number(mm, "snapshot_retention_h", "maintenance.", 168.0, float, 0.0),
+                                  r.number(mm, "snapshot_retention_h", "maintenance.", 168.0, float, floor),
                                   r.number(mm, "retain_last", "maintenance.", 10, int, 1),
-                                  r.number(mm, "orphan_age_h", "maintenance.", 72.0, float, 0.0))
+                                  r.number(mm, "orphan_age_h", "maintenance.", 72.0, float, floor),
+                                  unsafe)
     return AppConfig(file, pipeline, spark, sources, ledger, catalogs, tuple(tables), metrics, maint)

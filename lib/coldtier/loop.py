@@ -169,6 +169,27 @@ def refused_value(exc: BaseException) -> str | None:
     return m.group(0).removeprefix("coldtier: ") if m else None
 
 
+_TTL_RULE_TAIL = re.compile(r"\s+(DELETE|WHERE|TO\s+DISK|TO\s+VOLUME|RECOMPRESS|GROUP\s+BY)\b.*$",
+                            re.S | re.I)
+_TTL_NOT_DELETE = re.compile(r"\s(TO\s+DISK|TO\s+VOLUME|RECOMPRESS|GROUP\s+BY)\b", re.I)
+
+
+def ttl_delete_expression(engine_full: str) -> str | None:
+    """The time expression of the first row-deleting rule of a table TTL (``… DELETE WHERE …``
+    included: it may delete unread rows), from ``system.tables.engine_full``; None if none.
+    Rules that move or recompress (``TO DISK``, ``TO VOLUME``, ``RECOMPRESS``, ``GROUP BY``) keep
+    rows and are skipped; commas inside functions do not split rules."""
+    from coldtier.types import split_args
+
+    m = re.search(r"\bTTL\s+(.+?)(?:\s+SETTINGS\b|$)", engine_full, re.S)
+    if not m:
+        return None
+    for rule in split_args(m.group(1)):
+        if not _TTL_NOT_DELETE.search(" " + rule):
+            return _TTL_RULE_TAIL.sub("", rule).strip()
+    return None
+
+
 def source_client(cfg: AppConfig, t: TableConfig) -> ClickHouseHTTP:
     src = cfg.sources[t.connection]
     return ClickHouseHTTP.from_jdbc_url(src.url, src.user, src.password, src.connect_timeout_s,
@@ -218,17 +239,11 @@ class Planner:
         return parse_offset(self.spec, rows[0]["k"]) if rows else None
 
     def ttl_expression(self) -> str | None:
-        """The source table's TTL expression (from its definition), if it has one."""
+        """The source table's row-deletion TTL expression (from its definition), if it has one."""
         db, _, name = self.table.source_table.partition(".")
         rows = self.client.rows(f"SELECT engine_full FROM system.tables WHERE database = '{db.strip('`')}' "
                                 f"AND name = '{name.strip('`')}'")
-        if not rows:
-            return None
-        m = re.search(r"\bTTL\s+(.+?)(?:\s+SETTINGS\b|$)", rows[0]["engine_full"], re.S)
-        if not m:
-            return None
-        # a table TTL may list several rules; the first (row deletion) bounds how long rows live
-        return m.group(1).split(",")[0].strip()
+        return ttl_delete_expression(rows[0]["engine_full"]) if rows else None
 
     def ttl_margin_s(self, ttl_expr: str, lo: Offset | None) -> float | None:
         """Seconds until the oldest unread row expires (the TTL evaluated by ClickHouse)."""
@@ -262,15 +277,32 @@ class TableRunner:
 
     def __post_init__(self) -> None:
         self.client = source_client(self.cfg, self.table)
-        self.spec, columns = resolve_cursor(self.client, self.table)
-        self.planner = Planner(self.client, self.table, self.spec)
-        self.source = JdbcSource(self.cfg.sources[self.table.connection], self.table, self.spec, columns)
+        self._describe()
         self.sink = make_sink(self.spark, self.table.target)
         self.kind = "Delta" if self.table.target.format == "delta" else "Iceberg"
         self.pipeline = self.cfg.pipeline
-        self.ttl_expr = self.planner.ttl_expression()
+        try:
+            self.ttl_expr = self.planner.ttl_expression()
+        except Exception:  # the TTL check is best effort; its absence is not a failure
+            self.ttl_expr = None
         self._ttl: dict[str, Any] = {}
         self.phase = "idle"  # the phase in flight, named in the failure metrics
+
+    def _describe(self) -> None:
+        """The source's columns, cursor and mappings (again after a schema change)."""
+        self.schema_fp = self._schema_fingerprint()
+        self.spec, columns = resolve_cursor(self.client, self.table)
+        self.planner = Planner(self.client, self.table, self.spec)
+        self.source = JdbcSource(self.cfg.sources[self.table.connection], self.table, self.spec, columns)
+
+    def _schema_fingerprint(self) -> str:
+        """A hash of the source table's columns and types: one cheap query per batch tells a
+        long-running loop that a column was added (or changed) in ClickHouse."""
+        db, _, name = self.table.source_table.partition(".")
+        return self.client.scalar(
+            f"SELECT toString(cityHash64(groupArray(tuple(name, type)))) FROM (SELECT name, type FROM "
+            f"system.columns WHERE database = '{db.strip('`')}' AND table = '{name.strip('`')}' ORDER BY "
+            f"position)")
 
     # -- consistency -------------------------------------------------------------------
     def committed_watermark(self) -> tuple[int, Offset | None]:
@@ -351,6 +383,8 @@ class TableRunner:
         if self.lock is not None:
             self.lock.ensure()
         last_id, lo = self.committed_watermark()
+        if self._schema_fingerprint() != self.schema_fp:
+            self._describe()  # a column added in ClickHouse is copied from this batch on
         planned = self.planner.plan(lo, ceiling)
         if planned.rng is None:
             self.phase = "idle"
@@ -369,11 +403,20 @@ class TableRunner:
 
     def _check_ttl(self, lo: Offset | None) -> None:
         """Rows about to expire unread are data loss: warn every batch while the oldest unread
-        row is within the configured margin of the source table's TTL."""
+        row is within the configured margin of the source table's TTL. Best effort: a TTL this
+        check cannot evaluate gives one warning, never a failed batch."""
+        from coldtier.clickhouse_http import ClickHouseError, ClickHouseUnreachable
+
         self._ttl = {}
         if self.ttl_expr is None:
             return
-        margin = self.planner.ttl_margin_s(self.ttl_expr, lo)
+        try:
+            margin = self.planner.ttl_margin_s(self.ttl_expr, lo)
+        except (ClickHouseError, ClickHouseUnreachable, ValueError, KeyError) as exc:
+            print(f"coldtier: WARNING: {self.pipeline}/{self.table.name}: the TTL check cannot evaluate "
+                  f"{self.ttl_expr!r} and is off for this run: {exc}", file=sys.stderr, flush=True)
+            self.ttl_expr = None
+            return
         if margin is None:
             return
         self._ttl = {"ttl_margin_s": margin}

@@ -61,7 +61,8 @@ def test_maintenance_compacts_expires_and_cleans_up(job, spark, capsys):
     trades.bulk(200)
     cfg = job.write_config([job.table_entry("mt", trades.table, batch={"max_rows": 1, "num_partitions": 1})],
                            maintenance={"target_file_size_mb": 64, "snapshot_retention_h": 0, "retain_last": 1,
-                                        "orphan_age_h": 0})
+                                        "orphan_age_h": 0,
+                                        "unsafe_short_retention": True})
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0 and len(progress) == 200, err
     target = job.target("mt")

@@ -96,3 +96,13 @@ def test_incrementing_mode_needs_a_named_ordered_writer(tmp_path):
         load(write(tmp_path, text), {"CH_PW": "x"})
     ok = GOOD.replace("cursor: {lag_s: 60}", "cursor: {mode: incrementing, ordered_writer: the sequencer}")
     assert load(write(tmp_path, ok), {"CH_PW": "x"}).tables[0].cursor.ordered_writer == "the sequencer"
+
+
+@pytest.mark.parametrize("key", ["snapshot_retention_h", "orphan_age_h"])
+def test_maintenance_retention_has_a_floor_unless_unsafe_is_named(tmp_path, key):
+    text = GOOD + f"maintenance: {{{key}: 0.5}}\n"
+    with pytest.raises(ConfigError, match=rf"c.yaml:\d+: maintenance.{key}: must be at least 1 \(hours\).*"
+                                          r"unsafe_short_retention: true"):
+        load(write(tmp_path, text), {"CH_PW": "x"})
+    unsafe = GOOD + f"maintenance: {{{key}: 0, unsafe_short_retention: true}}\n"
+    assert load(write(tmp_path, unsafe), {"CH_PW": "x"}).maintenance.unsafe_short_retention is True

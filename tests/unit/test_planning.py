@@ -1,5 +1,6 @@
 """Planning is pure: ranges, splits and predicates, checked without Spark or a server."""
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -94,3 +95,19 @@ def test_cursor_types_are_checked():
         CursorSpec.resolve(cfg, {"sequence_number": "UInt64"}, "k2.t")
     with pytest.raises(CursorTypeError, match="integer"):
         CursorSpec.resolve(cfg, {"exchange_timestamp": "DateTime", "sequence_number": "Float64"}, "k2.t")
+
+
+@pytest.mark.parametrize(("engine_full", "expr"), [
+    ("MergeTree ORDER BY a TTL toDateTime(ts) + toIntervalDay(30) SETTINGS index_granularity = 8192",
+     "toDateTime(ts) + toIntervalDay(30)"),
+    ("MergeTree ORDER BY a TTL toDateTime(ts) + toIntervalDay(30) DELETE WHERE side = 'a,b', "
+     "toDateTime(ts) + toIntervalDay(60) SETTINGS index_granularity = 8192", "toDateTime(ts) + toIntervalDay(30)"),
+    ("MergeTree ORDER BY a TTL toDateTime(ts) + toIntervalDay(1) TO VOLUME 'cold', "
+     "dateAdd(day, 90, toDateTime(ts)) SETTINGS x = 1", "dateAdd(day, 90, toDateTime(ts))"),
+    ("MergeTree ORDER BY a TTL toDateTime(ts) + INTERVAL 1 DAY TO DISK 'd' SETTINGS x = 1", None),
+    ("MergeTree ORDER BY a SETTINGS index_granularity = 8192", None),
+])
+def test_ttl_delete_expression(engine_full, expr):
+    from coldtier.loop import ttl_delete_expression
+
+    assert ttl_delete_expression(engine_full) == expr

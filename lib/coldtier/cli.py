@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--trigger", default="available-now",
                    help="once | available-now | processing-time=15s (default: available-now)")
     r.add_argument("--max-batches", type=int, help="stop after N batches in all")
+    r.add_argument("--stop-grace", type=float, default=30.0, metavar="SECONDS",
+                   help="after SIGTERM/SIGINT, cancel a batch still in flight after this long (default 30)")
     r.add_argument("--wait-for-lock", nargs="?", const="inf", metavar="SECONDS",
                    help="wait for the lock instead of exiting with code 3")
     p = sub.add_parser("plan", help="print the next batch's plan per table; moves no data")
@@ -382,12 +384,13 @@ def spark_session(cfg: AppConfig) -> Any:
 
 
 def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batches: int | None,
-            wait_for_lock: float | None, emit: Callable[[dict[str, Any]], None] = emit_json) -> int:
+            wait_for_lock: float | None, emit: Callable[[dict[str, Any]], None] = emit_json,
+            stop_grace_s: float = 30.0) -> int:
     ledger = _ledger(cfg)
     ledger.ensure_schema()
     tables = cfg.select(names)
     locks = [table_lock(cfg, t) for t in tables]
-    stop = StopFlag()
+    stop = StopFlag(grace_s=stop_grace_s)
     stop.install()
     pidfile = os.environ.get("COLDTIER_DRIVER_PIDFILE")  # set by coldtier.submit to forward signals
     if pidfile:
@@ -425,10 +428,23 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
         shield_jvm_from_stop_signals(spark)
         for t, lock in zip(tables, locks, strict=True):
             runners.append(TableRunner(cfg, t, spark, ledger, FaultHook(), out, lock))
-        done = run_tables(runners, trigger, max_batches, stop)
-        print(json.dumps({"pipeline": cfg.pipeline, "batches": done, "stopped_by_signal": stop.stopped}),
-              file=sys.stderr)
-        ok = True
+        stop.arm(spark.sparkContext.cancelAllJobs)
+        try:
+            done = run_tables(runners, trigger, max_batches, stop)
+        except Exception:
+            if not stop.cancelled:
+                raise
+            active = next((r for r in runners if r.phase != "idle"), None)
+            where = f"{cfg.pipeline}/{active.table.name}" if active else cfg.pipeline
+            print(f"coldtier: stopped: the batch in flight of {where} did not finish within the "
+                  f"{stop.grace_s:g} s grace after the stop signal and was cancelled; it stays planned "
+                  f"and the next run replays it (exit 0)", file=sys.stderr, flush=True)
+            done = -1
+        finally:
+            stop.disarm()
+        print(json.dumps({"pipeline": cfg.pipeline, "batches": max(done, 0),
+                          "stopped_by_signal": stop.stopped, "cancelled": stop.cancelled}), file=sys.stderr)
+        ok = not stop.cancelled
         return EXIT_OK
     except BaseException:
         if report:
@@ -472,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         wait = None
         if args.wait_for_lock is not None:
             wait = float("inf") if args.wait_for_lock == "inf" else float(args.wait_for_lock)
-        return cmd_run(cfg, names, trigger, args.max_batches, wait)
+        return cmd_run(cfg, names, trigger, args.max_batches, wait, stop_grace_s=args.stop_grace)
     except ConfigError as exc:
         return _fail(EXIT_CONFIG, "configuration error", exc, secrets)
     except ValueError as exc:

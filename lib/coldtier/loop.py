@@ -119,13 +119,45 @@ class FaultHook:
 
 @dataclass
 class StopFlag:
-    """Set by SIGTERM/SIGINT: finish the batch in flight, then stop."""
+    """Set by SIGTERM/SIGINT: finish the batch in flight, then stop. If the batch in flight does
+    not finish within ``grace_s`` (a read that hangs), ``on_grace`` cancels it (the run's Spark
+    jobs): the batch stays planned, the next run replays it, and the run still ends in bounded
+    time and releases its lock."""
 
     event: threading.Event = field(default_factory=threading.Event)
+    grace_s: float = 30.0
+    cancelled: bool = False
+    _on_grace: Callable[[], None] | None = None
+    _timer: threading.Timer | None = None
 
     def install(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.event.set())
+            signal.signal(sig, lambda *_: self._signalled())
+
+    def _signalled(self) -> None:
+        self.event.set()
+        self._start_timer()
+
+    def arm(self, on_grace: Callable[[], None]) -> None:
+        """What to do when the grace period ends (set once Spark is up)."""
+        self._on_grace = on_grace
+        if self.stopped:
+            self._start_timer()
+
+    def _start_timer(self) -> None:
+        if self._timer is None and self._on_grace is not None:
+            self._timer = threading.Timer(self.grace_s, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        self.cancelled = True
+        if self._on_grace is not None:
+            self._on_grace()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
     @property
     def stopped(self) -> bool:

@@ -125,3 +125,41 @@ def test_postgres_frozen_mid_batch(job, spark, capsys):
     assert code == 0, err
     assert sum(p["rows"] for p in progress) == 5000
     assert_source_equals_sink(job, spark, trades.table, job.target("pgf"))
+
+
+def test_sigterm_while_a_read_hangs_cancels_after_the_grace(job, spark, capsys):
+    """The batch's read hangs at the source; SIGTERM asks the run to stop. After --stop-grace the
+    batch's Spark job is cancelled: the run exits 0 in bounded time, the lock is free, the batch
+    stays planned, and the relaunch copies it exactly once."""
+    trades = job.trades()
+    trades.bulk(3000)
+    cfg = job.write_config([job.table_entry("term", trades.table, batch={"num_partitions": 1})])
+    from chembed.server import Gates
+    from coldtier.source import query_tag
+
+    gate = job.chembed.gate_dir / Gates.name(query_tag(job.pipeline, "term", 1))
+    gate.with_suffix(".hold").touch()
+    proc = subprocess.Popen([sys.executable, "-m", "coldtier", "run", "--stop-grace", "3", "--config", str(cfg)],
+                            cwd=ROOT, env=job.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: gate.with_suffix(".arrived").exists(), 180, "batch 1's read at the source")
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        _, err = proc.communicate(timeout=120)
+        took = time.monotonic() - started
+    finally:
+        gate.with_suffix(".hold").unlink(missing_ok=True)
+        proc.kill()
+    print(f"SIGTERM with a hung read: the run ended {took:.1f} s after the signal (grace 3 s)")
+    assert proc.returncode == 0, err[-3000:]
+    assert took < 60 and "was cancelled" in err and '"cancelled": true' in err
+    assert lock_is_free(job, "term")
+    conn = psycopg2.connect(job.postgres.dsn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT batch_id, status FROM coldtier.batches WHERE pipeline = %s", (job.pipeline,))
+        assert cur.fetchall() == [(1, "planned")]
+    conn.close()
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert [(p["batch_id"], p["rows"], p["recovered"]) for p in progress] == [(1, 3000, "replayed")]
+    assert_source_equals_sink(job, spark, trades.table, job.target("term"))

@@ -343,6 +343,10 @@ class TableRunner:
         if last_id == 0:
             found = self.sink.identities()
             sunk = found.get((self.pipeline, self.table.name))
+            pending = self.ledger.last_batch(self.pipeline, self.table.name) if sunk is not None else None
+            if sunk is not None and pending is not None and pending.status == "planned" \
+                    and pending.batch_id == sunk[0] == 1:
+                return 0, None  # the first batch crashed between the sink and the ledger commit
             if sunk is not None:
                 raise LedgerInconsistent(
                     f"{self.pipeline}/{self.table.name}: the ledger has no batches but {self.kind} table "

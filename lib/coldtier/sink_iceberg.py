@@ -5,16 +5,20 @@ summaries: every commit carries ``coldtier.pipeline``, ``coldtier.table``,
 ``coldtier.batch-id`` and ``coldtier.end-cursor``, and ``find_batch`` walks the table's
 ancestry for them.
 
-Write-audit-publish: a batch is first written as a *staged* snapshot (Iceberg WAP,
-``spark.wap.id``), which is not on the table's main history. Its row count is audited against
-the plan and the writer's ownership is checked; only then is it published, as an append of the
-staged data files carrying the batch's identity. A short read or a writer that lost its lock
-leaves main untouched. A batch id appears at most once in the ancestry; if it ever does not
-(a publish raced a takeover), coldtier refuses to go on (exit 5) naming both snapshots.
+Write-audit-publish: a batch is first written to a branch of its own (``coldtier_stage_…``,
+created at main's head for that write alone), so it is not on the table's main history. Its
+row count is audited against the plan and the writer's ownership is checked; only then is it
+published: main is
+fast-forwarded to it in one compare-and-swap of the metadata, or, if another writer committed
+meanwhile, its data files are appended on top with the batch's identity. A short read or a
+writer that lost its lock leaves main untouched. A batch id appears at most once in the
+ancestry; if it ever does not (a publish raced a takeover), coldtier refuses to go on (exit 5)
+naming both snapshots.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable
@@ -37,7 +41,6 @@ from coldtier.sinks import quote as _q
 
 __all__ = ["IcebergSink", "SchemaConflict", "SnapshotInfo"]
 
-WAP_ENABLED = "write.wap.enabled"
 DEFAULT_PROPERTIES = {
     "format-version": "2",
     "write.parquet.compression-codec": "zstd",
@@ -66,16 +69,11 @@ class IcebergSink:
     def exists(self) -> bool:
         return bool(self.spark.catalog.tableExists(self.ident))
 
-    def _ensure_wap(self) -> None:
-        """Staged writes (write-audit-publish) need ``write.wap.enabled`` on the table."""
-        if str(self._jtable().properties().get(WAP_ENABLED)).lower() != "true":
-            self.spark.sql(f"ALTER TABLE {self.ident} SET TBLPROPERTIES ('{WAP_ENABLED}' = 'true')")
-
     def create(self, schema: Any) -> None:
         cols = ", ".join(f"{_q(f.name)} {f.dataType.simpleString()}" for f in schema.fields)
         ns = self.ident.rsplit(".", 1)[0]
         self.spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {ns}")
-        props = {**DEFAULT_PROPERTIES, **self.target.properties, WAP_ENABLED: "true"}
+        props = {**DEFAULT_PROPERTIES, **self.target.properties}
         ddl = f"CREATE TABLE IF NOT EXISTS {self.ident} ({cols}) USING iceberg"
         if self.target.partition_by:
             ddl += f" PARTITIONED BY ({', '.join(self.target.partition_by)})"
@@ -93,7 +91,6 @@ class IcebergSink:
         if not self.exists():
             self.create(schema)
             return []
-        self._ensure_wap()
         added = new_columns(self.ident, self.spark.table(self.ident).schema, schema)
         if added:
             cols = ", ".join(f"{_q(f.name)} {f.dataType.simpleString()}" for f in added)
@@ -202,34 +199,27 @@ class IcebergSink:
                 f"doubled. coldtier will not go on: roll the table back to the snapshot before the "
                 f"second one (CALL system.rollback_to_snapshot), then run recover-ledger.")
 
-    def _staged(self, wap_id: str) -> Any:
-        it = self._jtable().snapshots().iterator()
-        found = None
-        while it.hasNext():
-            snap = it.next()
-            if snap.summary().get("wap.id") == wap_id:
-                found = snap
-        if found is None:
-            raise RuntimeError(f"the staged write {wap_id} to {self.ident} left no snapshot")
-        return found
-
     def append(self, df: Any, batch: Batch, audit: Callable[[int], None] | None = None) -> SnapshotInfo:
-        """Stage the batch (a snapshot off main, carrying the batch's identity), let ``audit`` see
-        its row count (it raises to stop the batch), then publish it on main."""
-        wap_id = f"coldtier-{uuid.uuid4().hex}"
-        writer = df.writeTo(self.ident)
-        for k, v in batch_properties(batch).items():
-            writer = writer.option(f"snapshot-property.{k}", v)
-        self.spark.conf.set("spark.wap.id", wap_id)
+        """Stage the batch on a branch of its own (a snapshot off main carrying the batch's
+        identity), let ``audit`` see its row count (it raises to stop the batch), then publish it
+        on main. The branch is an option of this write alone: nothing else in the Spark session
+        (another table's batch, another writer) is staged with it."""
+        branch = f"coldtier_stage_{uuid.uuid4().hex[:16]}"
+        self._jtable().manageSnapshots().createBranch(branch).commit()  # at main's head
         try:
-            writer.append()  # staged: main is untouched
-        finally:
-            self.spark.conf.unset("spark.wap.id")
-        staged = self._staged(wap_id)
-        if audit is not None:
-            audit(int(staged.summary().get("added-records") or 0))
-        if not self._fast_forward(staged):
-            self._append_files(staged)
+            writer = df.writeTo(f"{self.ident}.branch_{branch}")
+            for k, v in batch_properties(batch).items():
+                writer = writer.option(f"snapshot-property.{k}", v)
+            writer.append()  # on the branch: main is untouched
+            staged = self._jtable().snapshot(branch)
+            if audit is not None:
+                audit(int(staged.summary().get("added-records") or 0))
+            if not self._fast_forward(staged, branch):
+                self._append_files(staged, branch)
+        except BaseException:
+            with contextlib.suppress(Exception):  # an unpublished stage is only clutter
+                self._drop_branch(branch)
+            raise
         info = self.find_batch(batch.pipeline, batch.table, batch.batch_id)
         if info is None:
             raise RuntimeError(f"Iceberg append of batch {batch.batch_id} to {self.ident} left no "
@@ -237,19 +227,23 @@ class IcebergSink:
         self.check_unique(batch.pipeline, batch.table, batch.batch_id)
         return info
 
-    def _fast_forward(self, staged: Any) -> bool:
-        """Publish the staged snapshot itself, if main is still its parent: one compare-and-swap
-        of the table's metadata (it fails if anything committed meanwhile)."""
+    def _drop_branch(self, branch: str) -> None:
+        t = self._jtable()
+        if t.refs().containsKey(branch):
+            t.manageSnapshots().removeBranch(branch).commit()
+
+    def _fast_forward(self, staged: Any, branch: str) -> bool:
+        """Publish the staged snapshot itself, if main is still its parent, and drop the branch:
+        one compare-and-swap of the table's metadata (it fails if anything committed meanwhile)."""
         t = self._jtable()
         ops = t.operations()
         base = ops.current()
         current = base.currentSnapshot()
-        parent = staged.parentId()
-        if (current.snapshotId() if current is not None else None) != parent:
+        if (current.snapshotId() if current is not None else None) != staged.parentId():
             return False
         jvm = self.spark.sparkContext._jvm
-        updated = jvm.org.apache.iceberg.TableMetadata.buildFrom(base).setBranchSnapshot(
-            staged.snapshotId(), "main").build()
+        updated = (jvm.org.apache.iceberg.TableMetadata.buildFrom(base)
+                   .setBranchSnapshot(staged.snapshotId(), "main").removeRef(branch).build())
         try:
             ops.commit(base, updated)
         except Exception as exc:  # CommitFailedException: main moved; publish as a new append
@@ -258,9 +252,9 @@ class IcebergSink:
             return False
         return True
 
-    def _append_files(self, staged: Any) -> None:
+    def _append_files(self, staged: Any, branch: str) -> None:
         """Publish the staged data files as a new append on main (another writer committed after
-        the batch was staged), with the staged snapshot's identity; then drop the staged one."""
+        the batch was staged), with the staged snapshot's identity; then drop the branch."""
         t = self._jtable()
         publish = t.newAppend()
         files = staged.addedDataFiles(t.io()).iterator()
@@ -270,4 +264,17 @@ class IcebergSink:
         for k in (P_PIPELINE, P_TABLE, P_BATCH, P_END):
             publish = publish.set(k, summary.get(k))
         publish.commit()
-        t.expireSnapshots().expireSnapshotId(staged.snapshotId()).cleanExpiredFiles(False).commit()
+        self._drop_branch(branch)
+        # the staged snapshot, and the empty one a branch of an empty table starts from, are on no
+        # branch now: drop them from the metadata (their data files are the published snapshot's)
+        t = self._jtable()
+        jvm = self.spark.sparkContext._jvm
+        ids = [staged.snapshotId()]
+        parent = staged.parentId()
+        if parent is not None and not jvm.org.apache.iceberg.util.SnapshotUtil.isAncestorOf(
+                t, t.currentSnapshot().snapshotId(), parent):
+            ids.append(parent)
+        expire = t.expireSnapshots()
+        for snapshot_id in ids:
+            expire = expire.expireSnapshotId(snapshot_id)
+        expire.cleanExpiredFiles(False).commit()

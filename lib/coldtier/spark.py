@@ -20,6 +20,9 @@ def base_conf() -> dict[str, str]:
         # as varchar(0); writing those to Iceberg then fails plan validation. ClickHouse
         # strings have no length: read them as plain strings.
         "spark.sql.legacy.charVarcharAsString": "true",
+        # Spark's default redaction plus the secrets of Iceberg REST catalogs (credential,
+        # header.*) and DSNs: hidden in the UI's Environment tab and the event log
+        "spark.redaction.regex": "(?i)secret|password|token|access[.]?key|credential|[.]header[.]|dsn",
     }
 
 

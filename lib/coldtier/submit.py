@@ -7,7 +7,10 @@
 - dependencies: ``--packages`` from conf/dependencies.yaml, or ``--jars`` from
   ``COLDTIER_JARS_DIR`` (a directory filled for clusters without internet);
 - the coldtier package as a zip through ``--py-files``;
-- ``--conf`` from YAML ``spark.conf``; a ``--conf`` on the command line wins;
+- Spark settings from YAML ``spark.conf`` and ``--conf`` (which wins) go into a 0600 properties
+  file (``--properties-file``, with ``--load-spark-defaults`` so the cluster's
+  spark-defaults.conf still applies), never onto a command line where ``ps`` shows them; Spark's
+  redaction regex is extended to every secret coldtier knows (``spark.redaction.regex``);
 - in cluster mode the YAML travels with ``--files`` and the job reads it by name;
 - ``--print-only`` prints the final command with secrets masked.
 """
@@ -31,7 +34,16 @@ from coldtier import config as config_mod
 from coldtier import deps
 from coldtier.config import ConfigError, mask
 
-_SECRET_CONF = ("password", "secret", "token", "access.key", "credential")
+_SECRET_CONF = ("password", "secret", "token", "access.key", "credential", ".header.", "dsn")
+# Spark's own default, plus the secrets of Iceberg REST catalogs (credential, header.*) and DSNs
+SPARK_REDACTION = r"(?i)secret|password|token|access[.]?key"
+COLDTIER_REDACTION = r"credential|[.]header[.]|dsn"
+
+
+def redaction_regex(current: str | None) -> str:
+    """``spark.redaction.regex`` covering Spark's defaults, what the YAML set, and coldtier's."""
+    base = current or SPARK_REDACTION
+    return base if COLDTIER_REDACTION in base else f"{base}|{COLDTIER_REDACTION}"
 
 
 @dataclass(frozen=True)
@@ -111,10 +123,28 @@ def write_env_file(cfg_path: str, env: dict[str, str], directory: Path) -> Path:
     return path
 
 
+def write_properties(conf: dict[str, str], directory: Path) -> Path:
+    """Spark settings as a 0600 properties file for ``--properties-file``."""
+    path = directory / "coldtier-spark.properties"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        for k, v in conf.items():
+            fh.write(f"{_prop_escape(k)}={_prop_escape(v)}\n")
+    return path
+
+
+def _prop_escape(text: str) -> str:
+    """java.util.Properties escaping (Spark reads the file with it)."""
+    out = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("=", "\\=") \
+        .replace(":", "\\:").replace("#", "\\#").replace("!", "\\!")
+    return out.replace(" ", "\\ ") if out.startswith(" ") else out
+
+
 def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
                   env_dir: Path | None = None) -> tuple[list[str], tuple[str, ...]]:
-    """(argv, secrets to mask when printing). In cluster mode with ``env_dir``, the config's
-    variables are written there for the driver (``write_env_file``)."""
+    """(argv, secrets to mask when printing). Spark settings go to a properties file in
+    ``env_dir`` (a temporary directory that lives as long as spark-submit); in cluster mode the
+    config's variables are written there for the driver too (``write_env_file``)."""
     cfg_path = _config_path(args.job_args)
     cfg = config_mod.load(cfg_path, env) if cfg_path else None
     secrets = cfg.secrets() if cfg else ()
@@ -148,8 +178,8 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
     cmd += ["--py-files", str(build_lib_zip(root))]
     python = env.get("PYSPARK_PYTHON") or sys.executable
     conf.setdefault("spark.pyspark.python", python)
+    conf["spark.redaction.regex"] = redaction_regex(conf.get("spark.redaction.regex"))
     for k, v in conf.items():
-        cmd += ["--conf", f"{k}={v}"]
         if any(s in k.lower() for s in _SECRET_CONF) and v:
             secrets += (v,)
     job_args = list(args.job_args)
@@ -159,8 +189,13 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
             env_file = write_env_file(cfg_path, env, env_dir)
             files.append(str(env_file))
             for key in ("spark.yarn.appMasterEnv", "spark.kubernetes.driverEnv"):
-                cmd += ["--conf", f"{key}.{config_mod.ENV_FILE_VAR}={env_file.name}"]
+                conf[f"{key}.{config_mod.ENV_FILE_VAR}"] = env_file.name
         cmd += ["--files", ",".join(files)]
+    if env_dir is not None:
+        cmd += ["--properties-file", str(write_properties(conf, env_dir)), "--load-spark-defaults"]
+    else:  # print-only without a directory: the same settings, shown (masked) as --conf
+        for k, v in conf.items():
+            cmd += ["--conf", f"{k}={v}"]
         idx = job_args.index("--config") if "--config" in job_args else None
         if idx is not None:
             job_args[idx + 1] = Path(cfg_path).name
@@ -181,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.print_only:
             print(mask(shlex.join(cmd), secrets))
+            props = cmd[cmd.index("--properties-file") + 1] if "--properties-file" in cmd else None
+            if props:  # what spark-submit will read from it (a temporary file)
+                print(f"# {props}:")
+                print(mask(Path(props).read_text(), secrets), end="")
             return 0
         if Path(args.job).name == "offload.py" and os.environ.get("COLDTIER_SUBMIT_PRECHECK", "1") != "0":
             from coldtier.cli import caught_up_without_spark

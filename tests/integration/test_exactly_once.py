@@ -253,3 +253,19 @@ def test_a_batch_published_twice_is_refused_naming_both_snapshots(job, spark, ca
     assert code == cli.EXIT_LEDGER and progress == []
     assert "batch 2 was published twice" in err and str(first) in err and str(second) in err, err
     assert committed_batches(spark, job, "twice") == [1, 2, 2]  # nothing more written
+
+
+@pytest.mark.parametrize("job", SINKS, indirect=True)
+def test_a_crash_between_the_commits_of_the_very_first_batch_is_completed(job, spark, capsys):
+    """Killed after the sink committed batch 1 and before the ledger did: the ledger has no
+    committed batch yet, the sink has one. The relaunch completes the ledger (no exit 5)."""
+    trades = job.trades()
+    trades.bulk(1000)
+    cfg = job.write_config([job.table_entry("first", trades.table)])
+    done = job.run_process(cfg, "run", extra_env={"COLDTIER_FAULT": "after-sink-commit:1"})
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert [(p["batch_id"], p.get("recovered")) for p in progress] == [(1, "ledger-completed")]
+    assert committed_batches(spark, job, "first") == [1]
+    assert_source_equals_sink(job, spark, trades.table, job.target("first"))

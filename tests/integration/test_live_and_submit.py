@@ -258,3 +258,53 @@ def test_dev_services_start_status_stop(tmp_path):
         stop = subprocess.run([script, "stop"], env=env, capture_output=True, text=True, timeout=120)
     assert stop.returncode == 0, stop.stderr
     assert subprocess.run([script, "status"], env=env, capture_output=True).returncode == 1
+
+
+@pytest.mark.slow
+def test_no_secret_on_any_command_line_log_or_event_log(job, spark):
+    """YAML spark.conf secrets and REST-style catalog credentials: never in a process's command line
+    (ps), the launcher's output, or Spark's event log (what the UI's Environment tab shows)."""
+    import yaml
+
+    trades = job.trades()
+    trades.bulk(500)
+    cfg = job.write_config([job.table_entry("sec", trades.table)])
+    events = job.tmp / "events"
+    events.mkdir()
+    doc = yaml.safe_load(cfg.read_text())
+    doc["spark"]["conf"].update({"spark.hadoop.fs.s3a.secret.key": "${TEST_S3_SECRET}",
+                                 "spark.eventLog.enabled": "true", "spark.eventLog.dir": f"file://{events}"})
+    # a hadoop catalog ignores these; a REST catalog would send them: they must be redacted anyway
+    doc["catalogs"][job.catalog].update({"credential": "${TEST_REST_CREDENTIAL}",
+                                         "header.X-Api-Key": "${TEST_API_KEY}"})
+    cfg.write_text(yaml.safe_dump(doc))
+    secrets = {"TEST_S3_SECRET": "s3-Top-Secret-817", "TEST_REST_CREDENTIAL": "client:rest-Secret-412",
+               "TEST_API_KEY": "api-Key-Secret-95"}
+    env = {**job.env(), **secrets}
+    proc = subprocess.Popen([str(ROOT / "scripts" / "spark-submit.sh"), "jobs/offload.py", "run", "--config",
+                             str(cfg)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[str] = set()
+    lines: list[str] = []
+    while proc.poll() is None:  # sample every process of the launch while it runs
+        try:
+            procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.Error:
+            break
+        for p in procs:
+            try:
+                line = " ".join(p.cmdline())
+            except psutil.Error:
+                continue
+            if line not in seen:
+                seen.add(line)
+                lines.append(line)
+        time.sleep(0.2)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert any("spark-submit" in c or "SparkSubmit" in c for c in lines) and len(lines) >= 3
+    logs = "\n".join(p.read_text(errors="replace") for p in events.rglob("*") if p.is_file())
+    assert "spark.hadoop.fs.s3a.secret.key" in logs  # the event log holds the settings, redacted
+    for value in [*secrets.values(), job.postgres.password]:
+        for where, text in (("a command line", "\n".join(lines)), ("stdout", out), ("stderr", err),
+                            ("the event log", logs)):
+            assert value not in text, f"{value!r} in {where}"

@@ -212,3 +212,46 @@ def live_feed(job: JobEnv, seconds: int, rate: int = 200) -> subprocess.Popen:
         [sys.executable, "-m", "coldtier.synth", "--url", job.chembed.http_url, "--password-env",
          "TEST_CH_PASSWORD", "--database", job.database, "--exchange", "binance", "live", "--rate", str(rate),
          "--interval", "0.5", "--duration", str(seconds)], env=job.env(), stdout=subprocess.DEVNULL)
+
+
+def sql(job: JobEnv, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]] | None:
+    """One statement on the test PostgreSQL (the ledger's database), autocommit."""
+    import psycopg2
+
+    conn = psycopg2.connect(job.postgres.dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query, args)
+            return cur.fetchall() if cur.description else None
+    finally:
+        conn.close()
+
+
+def batch_gate(job: JobEnv, table: str, batch_id: int) -> Path:
+    """The chembed gate path for one batch's reads (see chembed.server.Gates)."""
+    from chembed.server import Gates
+    from coldtier.source import query_tag
+
+    return job.chembed.gate_dir / Gates.name(query_tag(job.pipeline, table, batch_id))
+
+
+def while_held(gate: Path, action: Any, what: str) -> Any:
+    """Hold a batch's reads at the source, run ``action`` once they arrive, then let them go; in
+    a thread (the run under test needs the main thread for its signal handlers)."""
+    import threading
+
+    from helpers import wait_until
+
+    gate.with_suffix(".hold").touch()
+
+    def run() -> None:
+        try:
+            wait_until(lambda: gate.with_suffix(".arrived").exists(), 120, what)
+            action()
+        finally:
+            gate.with_suffix(".hold").unlink()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread

@@ -25,6 +25,7 @@ from coldtier.sinks import (
     SnapshotInfo,
     batch_properties,
     new_columns,
+    newest_per_identity,
     quote,
 )
 
@@ -168,10 +169,7 @@ class DeltaSink:
 
     def identities(self) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
         """Every (pipeline, table) with batches in the lineage: its newest (batch id, end cursor)."""
-        out: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
-        for p, t, batch_id, end, _, _ in self._batches():
-            out.setdefault((p, t), (batch_id, end))
-        return out
+        return newest_per_identity(self._batches())
 
     def adopt(self, pipeline: str, table: str, batch_id: int, end: dict[str, Any],
               note: dict[str, str]) -> int:

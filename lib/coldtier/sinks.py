@@ -67,6 +67,15 @@ def batch_properties(batch: Batch) -> dict[str, str]:
             P_END: json.dumps(batch.rng.hi.to_json())}
 
 
+def newest_per_identity(batches: Any) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
+    """From a sink's batch commits, newest first ((pipeline, table, batch id, end cursor, …)):
+    every (pipeline, table) and its newest (batch id, end cursor)."""
+    out: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+    for p, t, batch_id, end, *_ in batches:
+        out.setdefault((p, t), (batch_id, end))
+    return out
+
+
 def new_columns(ident: str, current: Any, source: Any) -> list[Any]:
     """Source fields the target lacks. Raises SchemaConflict for a column the source dropped
     or retyped: coldtier adds columns, never drops or converts them."""

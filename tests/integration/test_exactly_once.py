@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 
 import psycopg2
 import pytest
@@ -17,26 +16,17 @@ from coldtier.ledger import BatchMetrics, Ledger
 from coldtier.loop import Planner, resolve_cursor
 from coldtier.planning import Range
 from helpers import ROOT, wait_until
-from jobkit import SINKS, assert_source_equals_sink, committed_batches, run_inprocess
+from jobkit import (
+    SINKS,
+    assert_source_equals_sink,
+    batch_gate,
+    committed_batches,
+    run_inprocess,
+    sql,
+    while_held,
+)
 
 pytestmark = pytest.mark.spark
-
-
-def sql(job, query, args=()):
-    conn = psycopg2.connect(job.postgres.dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(query, args)
-        rows = cur.fetchall() if cur.description else None
-    conn.close()
-    return rows
-
-
-def gate(job, table, batch_id):
-    from chembed.server import Gates
-    from coldtier.source import query_tag
-
-    return job.chembed.gate_dir / Gates.name(query_tag(job.pipeline, table, batch_id))
 
 
 def restart_postgres(job) -> None:
@@ -57,7 +47,7 @@ def test_a_writer_that_lost_its_lock_never_publishes(job, spark, capsys):
     trades.bulk(4000)
     cfg = job.write_config([job.table_entry("fence", trades.table,
                                             batch={"max_rows": 2000, "num_partitions": 1})])
-    held = gate(job, "fence", 1)
+    held = batch_gate(job, "fence", 1)
     held.with_suffix(".hold").touch()
     err_path = job.tmp / "a.err"
     a = subprocess.Popen([sys.executable, "-m", "coldtier", "run", "--trigger", "available-now",
@@ -99,23 +89,16 @@ def test_a_short_read_is_never_published(job, spark, capsys):
     cfg = job.write_config([job.table_entry("short", trades.table, batch={"max_rows": 3000})])
     code, _, err = run_inprocess(capsys, cfg, "--trigger", "once")
     assert code == 0, err
-    held = gate(job, "short", 2)
-    held.with_suffix(".hold").touch()
     saved = f"{job.database}.saved"
     job.client.execute(f"CREATE TABLE {saved} AS {trades.fqn} ENGINE = MergeTree ORDER BY tuple()")
 
     def vanish() -> None:
-        try:
-            wait_until(lambda: held.with_suffix(".arrived").exists(), 120, "batch 2's read at the source")
-            job.client.execute(f"INSERT INTO {saved} SELECT * FROM {trades.fqn} WHERE sequence_number % 97 = 0 "
-                               f"AND sequence_number >= 3000")
-            job.client.execute(f"ALTER TABLE {trades.fqn} DELETE WHERE sequence_number % 97 = 0 AND "
-                               f"sequence_number >= 3000 SETTINGS mutations_sync = 1")
-        finally:
-            held.with_suffix(".hold").unlink()
+        job.client.execute(f"INSERT INTO {saved} SELECT * FROM {trades.fqn} WHERE sequence_number % 97 = 0 "
+                           f"AND sequence_number >= 3000")
+        job.client.execute(f"ALTER TABLE {trades.fqn} DELETE WHERE sequence_number % 97 = 0 AND "
+                           f"sequence_number >= 3000 SETTINGS mutations_sync = 1")
 
-    thread = threading.Thread(target=vanish)
-    thread.start()
+    thread = while_held(batch_gate(job, "short", 2), vanish, "batch 2's read at the source")
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "once")
     thread.join(60)
     assert code == cli.EXIT_RUNTIME and progress == []
@@ -137,19 +120,9 @@ def test_short_read_warn_publishes_with_a_warning(job, spark, capsys):
     trades = job.trades()
     trades.bulk(2000)
     cfg = job.write_config([job.table_entry("collapse", trades.table, short_read="warn")])
-    held = gate(job, "collapse", 1)
-    held.with_suffix(".hold").touch()
-
-    def vanish() -> None:
-        try:
-            wait_until(lambda: held.with_suffix(".arrived").exists(), 120, "batch 1's read at the source")
-            job.client.execute(f"ALTER TABLE {trades.fqn} DELETE WHERE sequence_number < 10 "
-                               f"SETTINGS mutations_sync = 1")
-        finally:
-            held.with_suffix(".hold").unlink()
-
-    thread = threading.Thread(target=vanish)
-    thread.start()
+    thread = while_held(batch_gate(job, "collapse", 1), lambda: job.client.execute(
+        f"ALTER TABLE {trades.fqn} DELETE WHERE sequence_number < 10 SETTINGS mutations_sync = 1"),
+        "batch 1's read at the source")
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "once")
     thread.join(60)
     assert code == 0 and progress[0]["rows"] == 1990, err

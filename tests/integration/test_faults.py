@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-import psycopg2
 import pytest
 
 import jobkit
@@ -22,6 +21,7 @@ from jobkit import (
     progress_lines,
     run_inprocess,
     spark_fingerprint,
+    sql,
 )
 
 pytestmark = pytest.mark.spark
@@ -29,16 +29,6 @@ pytestmark = pytest.mark.spark
 
 
 
-
-
-def sql(job, query, args=()):
-    conn = psycopg2.connect(job.postgres.dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(query, args)
-        rows = cur.fetchall() if cur.description else None
-    conn.close()
-    return rows
 
 
 def ledger_rows(job):

@@ -176,9 +176,12 @@ def test_yaml_packages_join_the_pinned_ones_and_cli_conf_wins(job):
                            "spark.executor.instances=8", "jobs/offload.py", "run", "--config", str(cfg)],
                           cwd=ROOT, env=job.env(), capture_output=True, text=True, check=True)
     out = done.stdout
-    assert "--master yarn --deploy-mode cluster" in out
-    assert "org.apache.iceberg:iceberg-spark-runtime-4.0_2.13:1.11.0,com.clickhouse:clickhouse-jdbc:0.10.0," in out
-    assert ",org.apache.iceberg:iceberg-aws-bundle:1.11.0 " in out and "spark.jars.packages" not in out
-    assert "--conf spark.executor.instances=8" in out and "spark.executor.instances=4" not in out
-    assert f"--files {cfg}," in out and "coldtier-env.json" in out and out.rstrip().endswith(f"--config {cfg.name}")
-    assert "--conf spark.yarn.appMasterEnv.COLDTIER_ENV_FILE=coldtier-env.json" in out
+    command, settings = out.splitlines()[0], out.splitlines()[2:]  # the command, then its properties file
+    assert "--master yarn --deploy-mode cluster" in command
+    assert "org.apache.iceberg:iceberg-spark-runtime-4.0_2.13:1.11.0,com.clickhouse:clickhouse-jdbc:0.10.0," in command
+    assert ",org.apache.iceberg:iceberg-aws-bundle:1.11.0 " in command and "spark.jars.packages" not in out
+    assert "--properties-file " in command and "--load-spark-defaults" in command and " --conf " not in command
+    assert "spark.executor.instances=8" in settings and "spark.executor.instances=4" not in out
+    assert f"--files {cfg}," in command and "coldtier-env.json" in command
+    assert command.endswith(f"--config {cfg.name}")
+    assert "spark.yarn.appMasterEnv.COLDTIER_ENV_FILE=coldtier-env.json" in settings

@@ -191,14 +191,14 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
             for key in ("spark.yarn.appMasterEnv", "spark.kubernetes.driverEnv"):
                 conf[f"{key}.{config_mod.ENV_FILE_VAR}"] = env_file.name
         cmd += ["--files", ",".join(files)]
-    if env_dir is not None:
-        cmd += ["--properties-file", str(write_properties(conf, env_dir)), "--load-spark-defaults"]
-    else:  # print-only without a directory: the same settings, shown (masked) as --conf
-        for k, v in conf.items():
-            cmd += ["--conf", f"{k}={v}"]
         idx = job_args.index("--config") if "--config" in job_args else None
         if idx is not None:
             job_args[idx + 1] = Path(cfg_path).name
+    if env_dir is not None:
+        cmd += ["--properties-file", str(write_properties(conf, env_dir)), "--load-spark-defaults"]
+    else:  # no directory for the file (a caller that only looks): the settings as --conf
+        for k, v in conf.items():
+            cmd += ["--conf", f"{k}={v}"]
     cmd.append(args.job)
     cmd += job_args
     return cmd, secrets

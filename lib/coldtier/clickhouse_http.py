@@ -102,10 +102,10 @@ class ClickHouseHTTP:
                 raise ClickHouseError(code, text, self.endpoint)
             yield resp
         except (OSError, http.client.HTTPException) as exc:
-            limit = self.timeout_s if stage == "connect" else self.read_timeout_s
-            what = "did not accept a connection" if stage == "connect" else "did not answer"
+            what = (f"to a connection (connect timeout {self.timeout_s:g}s)" if stage == "connect"
+                    else f"within the read timeout of {self.read_timeout_s:g}s")
             raise ClickHouseUnreachable(
-                f"ClickHouse at {self.endpoint} {what} within {limit:g}s: {exc or type(exc).__name__}"
+                f"ClickHouse at {self.endpoint} did not answer {what}: {exc or type(exc).__name__}"
             ) from None
         finally:
             conn.close()

@@ -281,11 +281,13 @@ def test_no_secret_on_any_command_line_log_or_event_log(job, spark):
     secrets = {"TEST_S3_SECRET": "s3-Top-Secret-817", "TEST_REST_CREDENTIAL": "client:rest-Secret-412",
                "TEST_API_KEY": "api-Key-Secret-95"}
     env = {**job.env(), **secrets}
+    out_path, err_path = job.tmp / "sec.out", job.tmp / "sec.err"  # files: a full pipe would block it
     proc = subprocess.Popen([str(ROOT / "scripts" / "spark-submit.sh"), "jobs/offload.py", "run", "--config",
-                             str(cfg)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             str(cfg)], cwd=ROOT, env=env, stdout=open(out_path, "w"), stderr=open(err_path, "w"))
+    deadline = time.monotonic() + 600
     seen: set[str] = set()
     lines: list[str] = []
-    while proc.poll() is None:  # sample every process of the launch while it runs
+    while proc.poll() is None and time.monotonic() < deadline:  # sample every process of the launch
         try:
             procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
         except psutil.Error:
@@ -299,7 +301,8 @@ def test_no_secret_on_any_command_line_log_or_event_log(job, spark):
                 seen.add(line)
                 lines.append(line)
         time.sleep(0.2)
-    out, err = proc.communicate(timeout=300)
+    proc.wait(60)
+    out, err = out_path.read_text(), err_path.read_text()
     assert proc.returncode == 0, err[-3000:]
     assert any("spark-submit" in c or "SparkSubmit" in c for c in lines) and len(lines) >= 3
     logs = "\n".join(p.read_text(errors="replace") for p in events.rglob("*") if p.is_file())

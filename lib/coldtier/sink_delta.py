@@ -26,6 +26,7 @@ from coldtier.sinks import (
     batch_properties,
     new_columns,
     newest_per_identity,
+    of_identity,
     quote,
 )
 
@@ -163,9 +164,7 @@ class DeltaSink:
     def _ours(self, pipeline: str, table: str) -> Any:
         """Commits of this pipeline/table in the lineage, newest first: (batch id, end cursor,
         version, rows)."""
-        for p, t, *rest in self._batches():
-            if p == pipeline and t == table:
-                yield tuple(rest)
+        return of_identity(self._batches(), pipeline, table)
 
     def identities(self) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
         """Every (pipeline, table) with batches in the lineage: its newest (batch id, end cursor)."""

@@ -37,6 +37,7 @@ from coldtier.sinks import (
     batch_properties,
     new_columns,
     newest_per_identity,
+    of_identity,
 )
 from coldtier.sinks import quote as _q
 
@@ -131,9 +132,7 @@ class IcebergSink:
     def _ours(self, pipeline: str, table: str) -> Any:
         """Snapshots of this pipeline/table in the current ancestry, newest first:
         (batch id, end cursor, snapshot id, added rows)."""
-        for p, t, *rest in self._batches():
-            if p == pipeline and t == table:
-                yield tuple(rest)
+        return of_identity(self._batches(), pipeline, table)
 
     def identities(self) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
         """Every (pipeline, table) with batches in the ancestry: its newest (batch id, end cursor)."""

@@ -67,6 +67,14 @@ def batch_properties(batch: Batch) -> dict[str, str]:
             P_END: json.dumps(batch.rng.hi.to_json())}
 
 
+def of_identity(batches: Any, pipeline: str, table: str) -> Any:
+    """From a sink's batch commits, newest first, those of one pipeline/table, without the
+    identity: (batch id, end cursor, commit id, rows)."""
+    for p, t, *rest in batches:
+        if p == pipeline and t == table:
+            yield tuple(rest)
+
+
 def newest_per_identity(batches: Any) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
     """From a sink's batch commits, newest first ((pipeline, table, batch id, end cursor, …)):
     every (pipeline, table) and its newest (batch id, end cursor)."""

@@ -194,10 +194,7 @@ def ledger_watermark(ledger: Ledger, pipeline: str, table: str) -> tuple[int, Of
 def refused_value(exc: BaseException) -> str | None:
     """The message of a value check that failed inside a batch's read (the source's
     ``throwIf`` guards, carried through the driver and Spark), or None."""
-    m = re.search(re.escape(UTF8_MARK) + r"[^'\n]*?to keep the bytes", str(exc))
-    if m:
-        return m.group(0).removeprefix("coldtier: ")
-    m = re.search(re.escape(UTF8_MARK) + r"[^'\n]*?does not replace them", str(exc))
+    m = re.search(re.escape(UTF8_MARK) + r"[^'\n]*(?:to keep the bytes|does not replace them)", str(exc))
     return m.group(0).removeprefix("coldtier: ") if m else None
 
 

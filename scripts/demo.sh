@@ -15,8 +15,7 @@ echo "== loading $rows synthetic trades per exchange"
 echo "== plan (no Spark)"
 .venv/bin/python -m coldtier plan --config conf/dev.yaml
 echo "== offload: scripts/spark-submit.sh jobs/offload.py run --config conf/dev.yaml --trigger available-now"
-scripts/spark-submit.sh jobs/offload.py run --config conf/dev.yaml --trigger available-now \
-  2> >(grep -vE '^(\s|::|Ivy|The jars|Using Spark|To adjust|Setting default|WARNING: Using incubator)|found |INFO |WARN ' >&2)
+scripts/spark-submit.sh jobs/offload.py run --config conf/dev.yaml --trigger available-now
 echo "== status"
 .venv/bin/python -m coldtier status --config conf/dev.yaml
 echo "== source row counts (the status table above shows the rows committed to Iceberg)"

@@ -464,6 +464,9 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
 
 
 def main(argv: list[str] | None = None) -> int:
+    from coldtier.submit import attach_stderr
+
+    attach_stderr()  # under scripts/spark-submit.sh: messages to its stderr, not among the JSON
     args = _parser().parse_args(argv)
     secrets: tuple[str, ...] = ()
     try:

@@ -1,7 +1,8 @@
 """The pinned JVM dependencies (conf/dependencies.yaml), for spark-submit and the tests.
 
 ``python -m coldtier.deps --packages`` prints the ``--packages`` value;
-``--resolve`` starts a throwaway local Spark once so that Ivy caches every jar;
+``--resolve`` resolves them once (Ivy's cache, and the list of jars in ``build/jars/`` that
+``scripts/spark-submit.sh`` then passes with ``--jars``, so that a launch resolves nothing);
 ``--fetch DIR`` (scripts/fetch-jars.sh) copies the resolved jars into DIR, for clusters
 without internet (``COLDTIER_JARS_DIR=DIR scripts/spark-submit.sh …`` then uses ``--jars``).
 """
@@ -9,11 +10,15 @@ without internet (``COLDTIER_JARS_DIR=DIR scripts/spark-submit.sh …`` then use
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,39 +48,79 @@ def load(path: Path | None = None) -> Dependencies:
     return Dependencies(str(doc["spark"]), str(doc["scala"]), tuple(doc["packages"].values()))
 
 
-def _resolve(packages: str) -> None:
-    from pyspark.sql import SparkSession
+# Spark settings that change what Ivy resolves (a private mirror, an ivysettings file, ...)
+IVY_KEYS = ("spark.jars.repositories", "spark.jars.ivySettings", "spark.jars.ivy", "spark.jars.excludes")
 
-    spark = (
-        SparkSession.builder.master("local[1]")
-        .appName("coldtier-resolve-jars")
-        .config("spark.jars.packages", packages)
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .getOrCreate()
-    )
-    spark.range(1).count()
-    spark.stop()
+
+class DependencyError(RuntimeError):
+    """The packages could not be resolved (no network, a coordinate that does not exist)."""
+
+
+def spark_submit_binary() -> str:
+    home = os.environ.get("SPARK_HOME")
+    if home and (Path(home) / "bin" / "spark-submit").exists():
+        return str(Path(home) / "bin" / "spark-submit")
+    here = Path(sys.executable).parent / "spark-submit"
+    return str(here) if here.exists() else (shutil.which("spark-submit") or "spark-submit")
+
+
+def resolve(packages: list[str], ivy_conf: dict[str, str] | None = None,
+            log: Callable[[str], None] | None = None) -> list[Path]:
+    """Resolve ``packages`` exactly as ``spark-submit --packages`` does (it *is* spark-submit,
+    running an empty Python file, ~3 s when Ivy's cache is warm) and return the jar files, in
+    Spark's order. Ivy's own output goes to ``log`` when given (``--verbose``)."""
+    with tempfile.TemporaryDirectory(prefix="coldtier-resolve-") as tmp:
+        noop = Path(tmp) / "resolve.py"
+        noop.write_text("")
+        cmd = [spark_submit_binary(), "--verbose", "--master", "local[1]", "--packages", ",".join(packages),
+               "--conf", f"spark.pyspark.python={sys.executable}"]
+        for k, v in (ivy_conf or {}).items():
+            cmd += ["--conf", f"{k}={v}"]
+        with open(Path(tmp) / "ivy.log", "w+") as out:
+            code = subprocess.run([*cmd, str(noop)], stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=1800, cwd=tmp).returncode
+            out.seek(0)
+            text = out.read()
+    if log is not None:
+        log(text)
+    jars = re.search(r"^\(spark\.jars,(.*)\)$", text, re.M)
+    if code != 0 or jars is None:
+        tail = " ".join(line.strip() for line in text.splitlines()[-12:])
+        raise DependencyError(f"resolving {', '.join(packages)} with Ivy (as spark-submit --packages does) "
+                              f"failed (exit {code}); Maven Central or the repositories in "
+                              f"spark.jars.repositories / spark.jars.ivySettings must be reachable once, "
+                              f"or set COLDTIER_JARS_DIR to a directory filled by scripts/fetch-jars.sh. "
+                              f"Ivy said: {tail[-1500:]}")
+    return [Path(u.removeprefix("file://")) for u in jars.group(1).split(",") if u]
+
+
+def cached_jars(root: Path, packages: list[str], ivy_conf: dict[str, str] | None = None,
+                log: Callable[[str], None] | None = None, resolve_missing: bool = True) -> list[Path] | None:
+    """The jars of ``packages``, resolved once per set of coordinates and remembered in
+    ``build/jars/<digest>.txt``: later launches pass them with ``--jars`` and run no Ivy
+    resolution at all (no output, no network, no unreachable resolver). A manifest whose files
+    are gone (Ivy's cache cleaned) resolves again. ``resolve_missing=False``: None instead."""
+    key = json.dumps([sorted(packages), sorted((ivy_conf or {}).items())])
+    manifest = root / "build" / "jars" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.txt"
+    if manifest.exists():
+        jars = [Path(line) for line in manifest.read_text().splitlines() if line]
+        if jars and all(j.is_file() for j in jars):
+            return jars
+    if not resolve_missing:
+        return None
+    jars = resolve(packages, ivy_conf, log)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = manifest.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text("".join(f"{j}\n" for j in jars))
+    os.replace(tmp, manifest)
+    return jars
 
 
 def fetch(dest: Path, packages: list[str]) -> list[Path]:
     """Resolve ``packages`` (Ivy, as spark-submit does) and copy every resulting jar into
     ``dest``. Returns the copied files."""
-    lib = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": lib + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-m", "coldtier.deps", "--resolve", "--only", ",".join(packages)],
-                          capture_output=True, text=True, timeout=1800, env=env)
-    where = re.search(r"The jars for the packages stored in: (\S+)", done.stderr)
-    found = re.findall(r"found (\S+)#(\S+);(\S+) in ", done.stderr)
-    if done.returncode != 0 or where is None or not found:
-        raise RuntimeError(f"resolving {', '.join(packages)} failed: {done.stderr[-2000:]}")
     dest.mkdir(parents=True, exist_ok=True)
-    out = []
-    for org, name, version in found:
-        jar = Path(where.group(1)) / f"{org}_{name}-{version}.jar"
-        if jar.exists():  # a module may be a pom-only parent with no jar
-            out.append(Path(shutil.copy2(jar, dest / jar.name)))
-    return out
+    return [Path(shutil.copy2(jar, dest / jar.name)) for jar in resolve(packages)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(jars)} jars in {args.fetch}; use them with COLDTIER_JARS_DIR={args.fetch}")
         return 0
     if args.resolve:
-        _resolve(args.only or deps.packages_arg)
+        jars = cached_jars(repo_root(), (args.only or deps.packages_arg).split(","))
+        print(f"{len(jars)} jars resolved", file=sys.stderr)
     if args.packages or not args.resolve:
         print(deps.packages_arg)
     return 0

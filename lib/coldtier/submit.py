@@ -20,15 +20,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import shlex
-import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from coldtier import config as config_mod
 from coldtier import deps
@@ -46,6 +50,20 @@ def redaction_regex(current: str | None) -> str:
     return base if COLDTIER_REDACTION in base else f"{base}|{COLDTIER_REDACTION}"
 
 
+# The launcher's end of the driver's stderr (a FIFO): spark-submit's PythonRunner merges the
+# Python driver's stderr into its stdout, so the driver writes its messages here instead
+DRIVER_STDERR_VAR = "COLDTIER_DRIVER_STDERR"
+VERBOSE_VAR = "COLDTIER_VERBOSE"
+# What a quiet run keeps from Spark's log: WARN and above, less these loggers' warnings, which
+# say nothing a coldtier user can act on (native Hadoop libraries absent; the host name resolving
+# to a loopback address and port retries; a deprecation inside Iceberg's own manifest reading)
+QUIET_LOGGERS = ("org.apache.hadoop.util.NativeCodeLoader", "org.apache.spark.util.Utils",
+                 "org.apache.iceberg.ManifestReader")
+# The one line every JVM of Spark 4 prints (Spark adds --add-modules=jdk.incubator.vector
+# itself); no JVM option turns it off, so a quiet launch drops exactly this line
+JVM_BANNER = b"WARNING: Using incubator modules: jdk.incubator.vector"
+
+
 @dataclass(frozen=True)
 class SubmitArgs:
     print_only: bool
@@ -54,15 +72,18 @@ class SubmitArgs:
     conf: tuple[tuple[str, str], ...]
     job: str
     job_args: tuple[str, ...]
+    verbose: bool = False
 
 
 def parse(argv: list[str]) -> SubmitArgs:
-    print_only, master, mode, conf = False, None, None, []
+    print_only, verbose, master, mode, conf = False, False, None, None, []
     i = 0
     while i < len(argv) and argv[i].startswith("--"):
         a = argv[i]
         if a == "--print-only":
             print_only = True
+        elif a == "--verbose":
+            verbose = True
         elif a in ("--master", "--deploy-mode", "--conf") and i + 1 < len(argv):
             v = argv[i + 1]
             i += 1
@@ -80,7 +101,7 @@ def parse(argv: list[str]) -> SubmitArgs:
         i += 1
     if i >= len(argv):
         raise ConfigError("spark-submit.sh: missing the job file (e.g. jobs/offload.py run --config F)")
-    return SubmitArgs(print_only, master, mode, tuple(conf), argv[i], tuple(argv[i + 1:]))
+    return SubmitArgs(print_only, master, mode, tuple(conf), argv[i], tuple(argv[i + 1:]), verbose)
 
 
 def build_lib_zip(root: Path) -> Path:
@@ -101,14 +122,6 @@ def _config_path(job_args: tuple[str, ...]) -> str | None:
         if a.startswith("--config="):
             return a.split("=", 1)[1]
     return None
-
-
-def spark_submit_binary() -> str:
-    home = os.environ.get("SPARK_HOME")
-    if home and (Path(home) / "bin" / "spark-submit").exists():
-        return str(Path(home) / "bin" / "spark-submit")
-    here = Path(sys.executable).parent / "spark-submit"
-    return str(here) if here.exists() else (shutil.which("spark-submit") or "spark-submit")
 
 
 def write_env_file(cfg_path: str, env: dict[str, str], directory: Path) -> Path:
@@ -140,11 +153,31 @@ def _prop_escape(text: str) -> str:
     return out.replace(" ", "\\ ") if out.startswith(" ") else out
 
 
+def write_log4j(directory: Path) -> Path:
+    """A log4j2 configuration for a quiet run: Spark at WARN on stderr, ``QUIET_LOGGERS`` at ERROR."""
+    lines = ["rootLogger.level = warn", "rootLogger.appenderRef.stderr.ref = console",
+             "appender.console.type = Console", "appender.console.name = console",
+             "appender.console.target = SYSTEM_ERR", "appender.console.layout.type = PatternLayout",
+             "appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex"]
+    for i, name in enumerate(QUIET_LOGGERS):
+        lines += [f"logger.quiet{i}.name = {name}", f"logger.quiet{i}.level = error"]
+    path = directory / "coldtier-log4j2.properties"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+Resolver = Callable[[list[str], dict[str, str]], "list[Path] | None"]
+
+
 def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
-                  env_dir: Path | None = None) -> tuple[list[str], tuple[str, ...]]:
+                  env_dir: Path | None = None,
+                  resolve_jars: Resolver | None = None) -> tuple[list[str], tuple[str, ...]]:
     """(argv, secrets to mask when printing). Spark settings go to a properties file in
     ``env_dir`` (a temporary directory that lives as long as spark-submit); in cluster mode the
-    config's variables are written there for the driver too (``write_env_file``)."""
+    config's variables are written there for the driver too (``write_env_file``).
+    ``resolve_jars(packages, ivy settings)`` gives the packages' jar files (``deps.cached_jars``):
+    they go with ``--jars`` and spark-submit resolves nothing; without it, or when it gives
+    None, ``--packages``."""
     cfg_path = _config_path(args.job_args)
     cfg = config_mod.load(cfg_path, env) if cfg_path else None
     secrets = cfg.secrets() if cfg else ()
@@ -161,7 +194,7 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
             f"or YARN / Kubernetes for a driver inside the cluster (docs/deploy.md).")
     if mode not in ("client", "cluster"):
         raise ConfigError(f"deploy mode {mode!r}: use client or cluster")
-    cmd = [spark_submit_binary(), "--master", master, "--deploy-mode", mode]
+    cmd = [deps.spark_submit_binary(), "--master", master, "--deploy-mode", mode]
     conf = dict(cfg.spark.conf) if cfg else {}
     conf.update(dict(args.conf))
     # packages named in YAML (e.g. iceberg-aws-bundle for S3) join the pinned ones
@@ -174,7 +207,13 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
         cmd += ["--jars", ",".join(jars)]
     else:
         pinned = deps.load(root / "conf" / "dependencies.yaml").packages
-        cmd += ["--packages", ",".join([*pinned, *(p.strip() for p in extra if p.strip() not in pinned)])]
+        packages = [*pinned, *(p.strip() for p in extra if p.strip() not in pinned)]
+        ivy = {k: v for k, v in conf.items() if k in deps.IVY_KEYS}
+        resolved = resolve_jars(packages, ivy) if resolve_jars else None
+        if resolved:
+            cmd += ["--jars", ",".join(str(j) for j in resolved)]
+        else:
+            cmd += ["--packages", ",".join(packages)]
     cmd += ["--py-files", str(build_lib_zip(root))]
     python = env.get("PYSPARK_PYTHON") or sys.executable
     conf.setdefault("spark.pyspark.python", python)
@@ -210,10 +249,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             args = parse(list(sys.argv[1:] if argv is None else argv))
             env = dict(os.environ)
-            cmd, secrets = build_command(args, root, env, Path(tmp))
+            verbose = args.verbose or env.get(VERBOSE_VAR, "") not in ("", "0")
+            cmd, secrets = build_command(args, root, env, Path(tmp),
+                                         _jar_resolver(root, print_only=args.print_only, verbose=verbose))
         except ConfigError as exc:
             print(f"coldtier: configuration error: {exc} (exit 2)", file=sys.stderr)
             return 2
+        except deps.DependencyError as exc:
+            print(f"coldtier: runtime failure: {exc} (exit 4)", file=sys.stderr)
+            return 4
         if args.print_only:
             print(mask(shlex.join(cmd), secrets))
             props = cmd[cmd.index("--properties-file") + 1] if "--properties-file" in cmd else None
@@ -227,10 +271,36 @@ def main(argv: list[str] | None = None) -> int:
             if caught_up_without_spark(list(args.job_args)):
                 return 0  # a scheduled relaunch with nothing to do: no JVM started
         env["PYTHONPATH"] = str(root / "lib") + os.pathsep + env.get("PYTHONPATH", "")
-        return supervise(cmd, env)
+        if verbose:
+            env.setdefault("COLDTIER_SPARK_LOG_LEVEL", "INFO")
+        else:
+            log4j = f"-Dlog4j2.configurationFile=file:{write_log4j(Path(tmp))}"
+            env["SPARK_SUBMIT_OPTS"] = f"{env.get('SPARK_SUBMIT_OPTS', '')} {log4j}".strip()
+        return supervise(cmd, env, verbose=verbose)
 
 
-def supervise(cmd: list[str], env: dict[str, str]) -> int:
+def _jar_resolver(root: Path, print_only: bool, verbose: bool) -> Resolver:
+    """``deps.cached_jars`` for the launcher: the first launch with a new set of packages
+    resolves them (one line says so; ``--verbose`` shows Ivy's report), later ones find them
+    cached. ``--print-only`` resolves nothing: it shows ``--packages`` until a launch has."""
+    def resolve(packages: list[str], ivy: dict[str, str]) -> list[Path] | None:
+        if print_only:
+            return deps.cached_jars(root, packages, ivy, resolve_missing=False)
+        cached = deps.cached_jars(root, packages, ivy, resolve_missing=False)
+        if cached:
+            return cached
+        print(f"coldtier: resolving {len(packages)} packages with Ivy once (later launches reuse the "
+              f"jars; --verbose shows Ivy's report)", file=sys.stderr, flush=True)
+        return deps.cached_jars(root, packages, ivy, log=_to_stderr if verbose else None)
+    return resolve
+
+
+def _to_stderr(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def supervise(cmd: list[str], env: dict[str, str], verbose: bool = False) -> int:
     """Run spark-submit as a child and pass a stop signal on to the Python driver.
 
     A supervisor stops the job by signalling this process (systemd ``KillMode=mixed``,
@@ -239,11 +309,27 @@ def supervise(cmd: list[str], env: dict[str, str]) -> int:
     pid it writes to ``COLDTIER_DRIVER_PIDFILE``: it finishes the batch in flight, commits,
     releases the lock and exits 0. Before the driver is up, the signal stops spark-submit
     itself (nothing is in flight yet). Returns the child's exit code (128+N for signal N).
+
+    Output: the child's stdout is ours (the progress JSON). Its stderr and the driver's own
+    stderr (a FIFO the driver attaches to, see ``attach_stderr``) are copied to ours a whole line
+    at a time; a quiet run drops the JVM's incubator-module banner.
     """
     with tempfile.TemporaryDirectory(prefix="coldtier-submit-") as tmp:
         pidfile = Path(tmp) / "driver.pid"
-        env = {**env, "COLDTIER_DRIVER_PIDFILE": str(pidfile)}
-        child = subprocess.Popen(cmd, env=env)
+        fifo = Path(tmp) / "driver.stderr"
+        os.mkfifo(fifo, 0o600)
+        # read-write: opening never blocks, and the driver's open for writing finds a reader
+        relay_fd = os.open(fifo, os.O_RDWR)
+        env = {**env, "COLDTIER_DRIVER_PIDFILE": str(pidfile), DRIVER_STDERR_VAR: str(fifo)}
+        child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
+        lock = threading.Lock()
+        drop = (lambda line: False) if verbose else (lambda line: line.rstrip() == JVM_BANNER)
+        assert child.stderr is not None
+        stop_r, stop_w = os.pipe()
+        pumps = [threading.Thread(target=_relay, args=(child.stderr, drop, lock), daemon=True),
+                 threading.Thread(target=_relay_fifo, args=(relay_fd, stop_r, lock), daemon=True)]
+        for pump in pumps:
+            pump.start()
 
         def driver_pid() -> int | None:
             try:
@@ -263,7 +349,65 @@ def supervise(cmd: list[str], env: dict[str, str]) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, forward)
         code = child.wait()
+        pumps[0].join(10)  # spark-submit's stderr ends with it (unless a grandchild keeps it open)
+        os.write(stop_w, b"x")  # the FIFO never ends by itself: this process holds a writer too
+        pumps[1].join(10)
+        for fd in (relay_fd, stop_r, stop_w):
+            os.close(fd)
     return 128 - code if code < 0 else code
+
+
+def _write_err(data: bytes, lock: threading.Lock) -> None:
+    with lock:
+        out = getattr(sys.stderr, "buffer", None)
+        if out is not None:
+            out.write(data)
+        else:
+            sys.stderr.write(data.decode("utf-8", "replace"))
+        sys.stderr.flush()
+
+
+def _relay(src: BinaryIO, drop: Callable[[bytes], bool], lock: threading.Lock) -> None:
+    with contextlib.suppress(OSError, ValueError):  # closed under us at the end
+        for line in iter(src.readline, b""):
+            if not drop(line):
+                _write_err(line, lock)
+
+
+def _relay_fifo(fd: int, stop: int, lock: threading.Lock) -> None:
+    """Copy the driver's stderr (the FIFO) line by line until ``stop`` is readable and the FIFO
+    holds nothing more."""
+    pending = b""
+    while True:
+        ready, _, _ = select.select([fd, stop], [], [])
+        if fd in ready:
+            pending += os.read(fd, 65536)
+            *lines, pending = pending.split(b"\n")
+            if lines:
+                _write_err(b"".join(line + b"\n" for line in lines), lock)
+        elif stop in ready:
+            if pending:
+                _write_err(pending + b"\n", lock)
+            return
+
+
+def attach_stderr() -> None:
+    """In the driver: send this process's stderr to the launcher's (``supervise``) instead of
+    spark-submit's stdout, where PythonRunner would merge it with the progress JSON. Nothing
+    happens outside the launcher (a plain ``python -m coldtier``, a driver in the cluster)."""
+    path = os.environ.pop(DRIVER_STDERR_VAR, None)
+    if not path:
+        return
+    try:
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: the launcher is gone
+    except OSError:
+        return
+    os.set_blocking(fd, True)
+    sys.stderr.flush()
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 if __name__ == "__main__":

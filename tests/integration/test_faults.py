@@ -235,8 +235,8 @@ def test_passwords_never_appear_in_a_full_runs_output(job, spark):
     trades = job.trades()
     trades.bulk(5000)
     cfg = job.write_config([job.table_entry("s", trades.table, batch={"max_rows": 2000})])
-    run = subprocess.run([str(ROOT / "scripts" / "spark-submit.sh"), "jobs/offload.py", "run", "--config",
-                          str(cfg)], cwd=ROOT, env={**job.env(), "COLDTIER_SPARK_LOG_LEVEL": "INFO"},
+    run = subprocess.run([str(ROOT / "scripts" / "spark-submit.sh"), "--verbose", "jobs/offload.py", "run",
+                          "--config", str(cfg)], cwd=ROOT, env={**job.env(), "COLDTIER_SPARK_LOG_LEVEL": "INFO"},
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert len(progress_lines(run.stdout)) >= 3

@@ -63,10 +63,49 @@ def test_print_only_masks_secrets(job):
                           "spark.hadoop.fs.s3a.secret.key=TopSecret99", "--master", "local[2]",
                           "jobs/offload.py", "run", "--config", str(cfg)],
                          cwd=ROOT, env=job.env(), capture_output=True, text=True, check=True).stdout
-    assert "--master 'local[2]'" in out and "--packages org.apache.iceberg:iceberg-spark-runtime" in out
+    assert "--master 'local[2]'" in out
+    # the pinned packages: by coordinates until a launch resolved them, then as those jars
+    assert "--packages org.apache.iceberg:iceberg-spark-runtime-4.0_2.13:1.11.0" in out \
+        or "iceberg-spark-runtime-4.0_2.13-1.11.0.jar" in out.split("--jars ")[1].split()[0]
     assert "--py-files" in out and "coldtier-lib.zip" in out
     assert "TopSecret99" not in out and "spark.hadoop.fs.s3a.secret.key=***" in out
     assert job.postgres.password not in out
+
+
+def test_output_is_progress_on_stdout_and_coldtier_on_stderr(job, spark):
+    """A run through the launcher prints its progress JSON on stdout and coldtier's own messages
+    on stderr (spark-submit's PythonRunner would merge the driver's stderr into stdout); Spark
+    logs at WARN, the JVM's banner, Ivy's resolution report and Spark's INFO lines are gone.
+    ``--verbose`` brings Spark's log back; an error still goes to stderr."""
+    import re
+
+    job.client.execute(f"CREATE TABLE {job.database}.chatty (ts DateTime64(6), id UInt64, note String) "
+                       f"ENGINE = MergeTree ORDER BY (ts, id)")
+    job.client.execute(f"INSERT INTO {job.database}.chatty VALUES ('2026-01-01 00:00:00', 1, 'fine')")
+    cfg = job.write_config([job.table_entry("chatty", "chatty", cursor={"timestamp_column": "ts",
+                                                                        "incrementing_column": "id"})])
+    env = {k: v for k, v in job.env().items() if k != "COLDTIER_SPARK_LOG_LEVEL"}
+    launch = [str(ROOT / "scripts" / "spark-submit.sh"), "jobs/offload.py", "run", "--config", str(cfg),
+              "--trigger", "available-now"]
+    quiet = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert all(line.startswith("{") for line in quiet.stdout.splitlines()), quiet.stdout
+    assert [p["rows"] for p in progress_lines(quiet.stdout) if "batch_id" in p] == [1]
+    assert '"stopped_by_signal": false' in quiet.stderr  # the run's summary: coldtier's, on stderr
+    for noise in ("Using incubator modules", "Ivy Default Cache", ":: resolving dependencies", "found ",
+                  "Using Spark's default log4j profile", "NativeCodeLoader", "resolves to a loopback"):
+        assert noise not in quiet.stderr, (noise, quiet.stderr[-3000:])
+    spark_log = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (\w+) ", re.M)
+    assert set(spark_log.findall(quiet.stderr)) <= {"WARN", "ERROR"}, quiet.stderr[-3000:]
+
+    job.client.execute(f"INSERT INTO {job.database}.chatty VALUES ('2026-01-01 00:00:01', 2, unhex('61ff62'))")
+    loud = subprocess.run([launch[0], "--verbose", *launch[1:]], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert loud.returncode == 6, loud.stderr[-3000:]
+    assert "coldtier:" not in loud.stdout, loud.stdout[-3000:]
+    errors = [line for line in loud.stderr.splitlines() if line.startswith("coldtier: data problem")]
+    assert len(errors) == 1 and "column note of" in errors[0] and errors[0].endswith("(exit 6)")
+    assert "INFO" in spark_log.findall(loud.stderr)  # --verbose: Spark's own log is back
 
 
 def test_relaunch_with_nothing_to_do_starts_no_jvm(job, spark, capsys, tmp_path):

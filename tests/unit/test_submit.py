@@ -2,9 +2,16 @@
 
 import os
 import stat
+import sys
 from pathlib import Path
 
-from coldtier.submit import build_command, parse, redaction_regex
+import pytest
+
+from coldtier import deps
+from coldtier.submit import (JVM_BANNER, QUIET_LOGGERS, build_command, parse, redaction_regex, supervise,
+                             write_log4j)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CONFIG = """\
 pipeline: p
@@ -54,3 +61,80 @@ def test_redaction_regex_extends_spark_default_and_yours():
     assert redaction_regex(None) == r"(?i)secret|password|token|access[.]?key|credential|[.]header[.]|dsn"
     assert redaction_regex("(?i)mine").startswith("(?i)mine|credential")
     assert redaction_regex(redaction_regex(None)) == redaction_regex(None)
+
+
+def test_cached_jars_go_with_jars_and_nothing_is_resolved(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG.replace("spark.executor.memory: 2g",
+                                  "spark.executor.memory: 2g, spark.jars.packages: 'x:extra:1', "
+                                  "spark.jars.repositories: 'https://mirror.example/maven'"))
+    env = {**os.environ, **ENV}
+    asked = []
+
+    def resolver(packages, ivy):
+        asked.append((packages, ivy))
+        return [Path("/cache/a.jar"), Path("/cache/b.jar")]
+
+    args = parse(["--verbose", "jobs/offload.py", "run", "--config", str(cfg)])
+    assert args.verbose
+    cmd, _ = build_command(args, ROOT, env, tmp_path, resolver)
+    assert cmd[cmd.index("--jars") + 1] == "/cache/a.jar,/cache/b.jar" and "--packages" not in cmd
+    [(packages, ivy)] = asked
+    assert packages == [*deps.load(ROOT / "conf" / "dependencies.yaml").packages, "x:extra:1"]
+    assert ivy == {"spark.jars.repositories": "https://mirror.example/maven"}
+    # a resolver that has nothing (--print-only before any launch): the coordinates
+    cmd, _ = build_command(args, ROOT, env, tmp_path, lambda packages, ivy: None)
+    assert "--jars" not in cmd and cmd[cmd.index("--packages") + 1].endswith(",x:extra:1")
+
+
+def test_cached_jars_resolve_once_per_set_of_packages(tmp_path, monkeypatch):
+    jar = tmp_path / "ivy" / "a.jar"
+    jar.parent.mkdir()
+    jar.write_text("")
+    calls = []
+    monkeypatch.setattr(deps, "resolve", lambda packages, ivy=None, log=None: calls.append(packages) or [jar])
+    assert deps.cached_jars(tmp_path, ["g:a:1"], resolve_missing=False) is None
+    assert deps.cached_jars(tmp_path, ["g:a:1"]) == [jar]
+    assert deps.cached_jars(tmp_path, ["g:a:1"]) == [jar] and len(calls) == 1  # cached
+    assert deps.cached_jars(tmp_path, ["g:a:1"], {"spark.jars.repositories": "https://m"}) == [jar]
+    assert len(calls) == 2  # other repositories: another resolution
+    jar.unlink()  # Ivy's cache cleaned: resolve again rather than pass a missing jar
+    assert deps.cached_jars(tmp_path, ["g:a:1"], resolve_missing=False) is None
+
+
+def test_quiet_log4j_keeps_spark_at_warn(tmp_path):
+    text = write_log4j(tmp_path).read_text()
+    assert "rootLogger.level = warn" in text and "appender.console.target = SYSTEM_ERR" in text
+    for name in QUIET_LOGGERS:
+        assert f"name = {name}\n" in text
+    assert text.count("level = error") == len(QUIET_LOGGERS)
+
+
+# Plays spark-submit: its own stdout and stderr, and a "driver" that attaches to the launcher's
+# stderr as cli.main does, whose stdout is merged with its stderr the way PythonRunner does
+FAKE_SUBMIT = f"""
+import subprocess, sys
+print('{{"progress": 1}}', flush=True)
+sys.stderr.buffer.write({JVM_BANNER!r} + b"\\n")
+print("26/01/01 00:00:00 WARN Spark: a warning", file=sys.stderr, flush=True)
+driver = (
+    "import sys\\n"
+    "from coldtier.submit import attach_stderr\\n"
+    "attach_stderr()\\n"
+    "print('{{\\"progress\\": 2}}', flush=True)\\n"
+    "print('coldtier: a message', file=sys.stderr, flush=True)\\n"
+    "sys.stderr.write('coldtier: last words without a newline')\\n"
+)
+sys.exit(subprocess.run([sys.executable, "-c", driver], stderr=subprocess.STDOUT).returncode + 3)
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_launcher_demultiplexes_the_drivers_stderr(capfd, verbose):
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
+    assert supervise([sys.executable, "-c", FAKE_SUBMIT], env, verbose=verbose) == 3
+    out, err = capfd.readouterr()
+    assert out.splitlines() == ['{"progress": 1}', '{"progress": 2}']
+    assert "coldtier: a message\n" in err and err.endswith("coldtier: last words without a newline\n")
+    assert "WARN Spark: a warning" in err
+    assert (JVM_BANNER.decode() in err) is verbose

@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from coldtier import deps
-from coldtier.submit import (JVM_BANNER, QUIET_LOGGERS, build_command, parse, redaction_regex, supervise,
-                             write_log4j)
+from coldtier.submit import (
+    JVM_BANNER,
+    QUIET_LOGGERS,
+    build_command,
+    parse,
+    redaction_regex,
+    supervise,
+    write_log4j,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=10_000_000)
     args = ap.parse_args()
     port = os.environ.get("COLDTIER_CH_PORT", "18123")
-    password = os.environ.get("COLDTIER_CH_PASSWORD", "coldtier")
+    password = os.environ.get("COLDTIER_CH_PASSWORD", "dev-ch-Q7v2p")
     ch = ClickHouseHTTP(f"http://127.0.0.1:{port}", "default", password)
     table = TradeTable(ch, "bench", "k2")
     table.create()

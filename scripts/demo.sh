@@ -4,8 +4,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-export COLDTIER_CH_PASSWORD=${COLDTIER_CH_PASSWORD:-coldtier}
-export COLDTIER_PG_PASSWORD=${COLDTIER_PG_PASSWORD:-coldtier}
+export COLDTIER_CH_PASSWORD=${COLDTIER_CH_PASSWORD:-dev-ch-Q7v2p}
+export COLDTIER_PG_PASSWORD=${COLDTIER_PG_PASSWORD:-dev-pg-K4m8w}
 export COLDTIER_WAREHOUSE=${COLDTIER_WAREHOUSE:-$root/.dev/warehouse}
 export PYTHONPATH=$root/lib
 rows=${DEMO_ROWS:-200000}

@@ -3,15 +3,15 @@
 #   scripts/dev-services.sh start|stop|status|destroy
 # start is idempotent and waits until both answer; stop ends only what start started
 # (by pid file); destroy stops them and deletes their data. Ports, passwords and the data directory come from the environment:
-#   COLDTIER_CH_PORT (18123)  COLDTIER_CH_PASSWORD (coldtier)
-#   COLDTIER_PG_PORT (15432)  COLDTIER_PG_PASSWORD (coldtier)  COLDTIER_DEV_DIR (.dev)
+#   COLDTIER_CH_PORT (18123)  COLDTIER_CH_PASSWORD (dev-ch-Q7v2p)
+#   COLDTIER_PG_PORT (15432)  COLDTIER_PG_PASSWORD (dev-pg-K4m8w)  COLDTIER_DEV_DIR (.dev)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 CH_PORT=${COLDTIER_CH_PORT:-18123}
 PG_PORT=${COLDTIER_PG_PORT:-15432}
-export COLDTIER_CH_PASSWORD=${COLDTIER_CH_PASSWORD:-coldtier}
-export COLDTIER_PG_PASSWORD=${COLDTIER_PG_PASSWORD:-coldtier}
+export COLDTIER_CH_PASSWORD=${COLDTIER_CH_PASSWORD:-dev-ch-Q7v2p}
+export COLDTIER_PG_PASSWORD=${COLDTIER_PG_PASSWORD:-dev-pg-K4m8w}
 DEV=${COLDTIER_DEV_DIR:-$root/.dev}
 mkdir -p "$DEV"
 DEV=$(cd "$DEV" && pwd)
@@ -56,8 +56,14 @@ start_pg() {
   PGPASSWORD=$COLDTIER_PG_PASSWORD "$PY" - "$PG_PORT" <<'PYEOF'
 import os, sys
 import psycopg2
-conn = psycopg2.connect(host="127.0.0.1", port=int(sys.argv[1]), user="coldtier",
-                        password=os.environ["PGPASSWORD"], dbname="postgres")
+try:
+    conn = psycopg2.connect(host="127.0.0.1", port=int(sys.argv[1]), user="coldtier",
+                            password=os.environ["PGPASSWORD"], dbname="postgres")
+except psycopg2.OperationalError as exc:
+    sys.exit(f"postgres: cannot log in as coldtier with $COLDTIER_PG_PASSWORD ({' '.join(str(exc).split())}); "
+             f"its data directory was created with another password (older checkouts used another "
+             f"default): set COLDTIER_PG_PASSWORD to that one, or start afresh with "
+             f"scripts/dev-services.sh destroy")
 conn.autocommit = True
 with conn.cursor() as cur:
     cur.execute("SELECT 1 FROM pg_database WHERE datname = 'coldtier'")
@@ -85,9 +91,9 @@ stop_pg() {
 print_urls() {
   cat <<INFO
 clickhouse  http://127.0.0.1:$CH_PORT   jdbc:clickhouse://127.0.0.1:$CH_PORT/default
-            user default, password \$COLDTIER_CH_PASSWORD (default: coldtier), data $CH_DIR
+            user default, password \$COLDTIER_CH_PASSWORD (default: dev-ch-Q7v2p), data $CH_DIR
 postgres    postgresql://coldtier@127.0.0.1:$PG_PORT/coldtier
-            user coldtier, password \$COLDTIER_PG_PASSWORD (default: coldtier), data $PG_DATA
+            user coldtier, password \$COLDTIER_PG_PASSWORD (default: dev-pg-K4m8w), data $PG_DATA
 INFO
 }
 

@@ -37,6 +37,7 @@ from coldtier.loop import (
     TableRunner,
     Trigger,
     emit_json,
+    lag_behind,
     ledger_watermark,
     resolve_cursor,
     run_tables,
@@ -161,7 +162,8 @@ def cmd_status(cfg: AppConfig, names: list[str] | None, as_json: bool) -> int:
         planner = Planner(client, t, spec)
         backlog = planner.backlog(wm)
         now_ms = int(client.scalar("SELECT toUnixTimestamp64Milli(now64(3, 'UTC'))"))
-        lag = round(now_ms / 1000 - spec.ticks_to_seconds(wm.ts), 1) if wm and wm.ts is not None else None
+        age = round(now_ms / 1000 - spec.ticks_to_seconds(wm.ts), 1) if wm and wm.ts is not None else None
+        lag = lag_behind(age, backlog)
         docs.append({
             "table": t.name, "watermark_batch": wm_batch, "watermark": ts_text(spec, wm),
             "source_lag_s": lag, "backlog_rows": backlog,
@@ -342,28 +344,40 @@ def _needs_spark(cfg: AppConfig, names: list[str] | None, ledger: Ledger) -> boo
     return False
 
 
-def caught_up_without_spark(job_args: list[str]) -> bool:
-    """For the launcher (scripts/spark-submit.sh): True, after printing what ``run`` prints,
-    when a ``run`` (once / available-now) would find nothing to do, so that a scheduled
-    relaunch need not start a JVM at all. Anything unusual (another command, a bad
-    argument, an unreachable service) answers False: the job is launched and reports it."""
+class NeedsSpark(Exception):
+    """Raised where ``run`` would start Spark, when the launcher runs it ahead (``prerun``)."""
+
+
+def _no_spark(cfg: AppConfig) -> Any:
+    raise NeedsSpark()
+
+
+def prerun(job_args: list[str], remote_driver: bool = False) -> int | None:
+    """For the launcher (scripts/spark-submit.sh), before any JVM: ``run`` as far as it goes
+    without Spark. Returns its exit code when the run ends there: nothing to do (the caught-up
+    lines and the metrics written, exit 0), or a failure the driver would meet the same way (a
+    held lock, a wrong password, a missing cursor column: the same message and code, in about a
+    second instead of a JVM's start). None: launch (rows to move, a processing-time loop, or
+    another command). With the driver in the cluster (``remote_driver``) a service this host
+    cannot reach may still be reachable from there: such failures launch too."""
     try:
         args = _parser().parse_args(job_args)
-        if args.command != "run" or Trigger.parse(args.trigger).kind == "processing-time":
-            return False
+    except SystemExit as exc:  # usage error (argparse said why) or --help
+        return int(exc.code or 0)
+    if args.command != "run":
+        return None
+    secrets: tuple[str, ...] = ()
+    try:
         cfg = config_mod.load(args.config)
-        names = _tables(cfg, args.tables)
-        ledger = Ledger(cfg.ledger.dsn, cfg.ledger.schema, min(cfg.ledger.connect_timeout_s, 5.0), retries=0)
-        try:
-            if _needs_spark(cfg, names, ledger):  # a ledger without its tables raises: launch
-                return False
-        finally:
-            ledger.close()
-    except (Exception, SystemExit):
-        return False
-    for t in cfg.select(names):
-        emit_json({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
-    return True
+        secrets = cfg.secrets()
+        return _dispatch(cfg, args, _no_spark)
+    except NeedsSpark:
+        return None
+    except Exception as exc:
+        code, what = classify(exc)
+        if remote_driver and code in (EXIT_RUNTIME, EXIT_INTERNAL):
+            return None
+        return _fail(code, what, exc, secrets)
 
 
 def spark_session(cfg: AppConfig) -> Any:
@@ -385,7 +399,7 @@ def spark_session(cfg: AppConfig) -> Any:
 
 def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batches: int | None,
             wait_for_lock: float | None, emit: Callable[[dict[str, Any]], None] = emit_json,
-            stop_grace_s: float = 30.0) -> int:
+            stop_grace_s: float = 30.0, spark_factory: Callable[[AppConfig], Any] | None = None) -> int:
     ledger = _ledger(cfg)
     ledger.ensure_schema()
     tables = cfg.select(names)
@@ -419,12 +433,14 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
             if last is not None and last["committed_at"] is not None:
                 metrics.seed(t.name, last["batch_id"], last["committed_at"].timestamp())
         metrics.serve()
-        if trigger.kind != "processing-time" and not _needs_spark(cfg, names, ledger):
+        # checks the sources (tables, cursor columns, types) before any JVM, in every trigger
+        work = _needs_spark(cfg, names, ledger)
+        if trigger.kind != "processing-time" and not work:
             for t in tables:
                 out({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
             ok = True
             return EXIT_OK
-        spark = spark_session(cfg)
+        spark = (spark_factory or spark_session)(cfg)
         shield_jvm_from_stop_signals(spark)
         for t, lock in zip(tables, locks, strict=True):
             runners.append(TableRunner(cfg, t, spark, ledger, FaultHook(), out, lock))
@@ -446,6 +462,10 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
                           "stopped_by_signal": stop.stopped, "cancelled": stop.cancelled}), file=sys.stderr)
         ok = not stop.cancelled
         return EXIT_OK
+    except NeedsSpark:  # the launcher's run ahead ends here: the driver reports this run
+        report = False
+        metrics.close()
+        raise
     except BaseException:
         if report:
             active = next((r for r in runners if r.phase != "idle"), None)
@@ -472,45 +492,59 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_mod.load(args.config)
         secrets = cfg.secrets()
-        names = _tables(cfg, args.tables)
-        cfg.select(names)
-        if args.command == "plan":
-            return cmd_plan(cfg, names)
-        if args.command == "status":
-            return cmd_status(cfg, names, args.json)
-        if args.command == "maintain":
-            wait = None if args.wait_for_lock is None else float(args.wait_for_lock)
-            return cmd_maintain(cfg, names, wait)
-        if args.command == "recover-ledger":
-            return cmd_recover_ledger(cfg, names)
-        if args.command == "adopt":
-            return cmd_adopt(cfg, names, args.from_identity)
-        if args.command == "reconcile":
-            return cmd_reconcile(cfg, names, args.since, args.until, args.bucket, args.repair)
-        trigger = Trigger.parse(args.trigger)
-        wait = None
-        if args.wait_for_lock is not None:
-            wait = float("inf") if args.wait_for_lock == "inf" else float(args.wait_for_lock)
-        return cmd_run(cfg, names, trigger, args.max_batches, wait, stop_grace_s=args.stop_grace)
-    except ConfigError as exc:
-        return _fail(EXIT_CONFIG, "configuration error", exc, secrets)
-    except ValueError as exc:
-        return _fail(EXIT_CONFIG, "usage error", exc, secrets)
-    except LockHeld as exc:
-        return _fail(EXIT_LOCK, "lock held", exc, secrets)
-    except LedgerInconsistent as exc:
-        return _fail(EXIT_LEDGER, "ledger inconsistent", exc, secrets)
-    except (SourceSchemaError, SchemaConflict) as exc:
-        return _fail(EXIT_SCHEMA, "schema problem", exc, secrets)
-    except SourceDataError as exc:
-        return _fail(EXIT_SCHEMA, "data problem", exc, secrets)
-    except (ClickHouseError, ClickHouseUnreachable, LedgerError, ShortRead) as exc:
-        return _fail(EXIT_RUNTIME, "runtime failure", exc, secrets)
-    except Exception as exc:  # Spark/Py4J and anything unforeseen
-        name = type(exc).__name__
-        code = EXIT_RUNTIME if name in ("Py4JJavaError", "AnalysisException", "OperationalError") \
-            else EXIT_INTERNAL
-        return _fail(code, f"runtime failure ({name})", exc, secrets)
+        return _dispatch(cfg, args, None)
+    except Exception as exc:
+        code, what = classify(exc)
+        return _fail(code, what, exc, secrets)
+
+
+def _dispatch(cfg: AppConfig, args: argparse.Namespace,
+              spark_factory: Callable[[AppConfig], Any] | None) -> int:
+    names = _tables(cfg, args.tables)
+    cfg.select(names)
+    if args.command == "plan":
+        return cmd_plan(cfg, names)
+    if args.command == "status":
+        return cmd_status(cfg, names, args.json)
+    if args.command == "maintain":
+        wait = None if args.wait_for_lock is None else float(args.wait_for_lock)
+        return cmd_maintain(cfg, names, wait)
+    if args.command == "recover-ledger":
+        return cmd_recover_ledger(cfg, names)
+    if args.command == "adopt":
+        return cmd_adopt(cfg, names, args.from_identity)
+    if args.command == "reconcile":
+        return cmd_reconcile(cfg, names, args.since, args.until, args.bucket, args.repair)
+    trigger = Trigger.parse(args.trigger)
+    wait = None
+    if args.wait_for_lock is not None:
+        wait = float("inf") if args.wait_for_lock == "inf" else float(args.wait_for_lock)
+    return cmd_run(cfg, names, trigger, args.max_batches, wait, stop_grace_s=args.stop_grace,
+                   spark_factory=spark_factory)
+
+
+def classify(exc: BaseException) -> tuple[int, str]:
+    """The exit code and the message's lead for an exception that ends a command."""
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG, "configuration error"
+    if isinstance(exc, ValueError):
+        return EXIT_CONFIG, "usage error"
+    if isinstance(exc, LockHeld):
+        return EXIT_LOCK, "lock held"
+    if isinstance(exc, LedgerInconsistent):
+        return EXIT_LEDGER, "ledger inconsistent"
+    if isinstance(exc, (SourceSchemaError, SchemaConflict)):
+        return EXIT_SCHEMA, "schema problem"
+    if isinstance(exc, SourceDataError):
+        return EXIT_SCHEMA, "data problem"
+    if isinstance(exc, (ClickHouseError, ClickHouseUnreachable, LedgerError, ShortRead)):
+        return EXIT_RUNTIME, "runtime failure"
+    name = type(exc).__name__  # Spark/Py4J and anything unforeseen
+    if name == "AnalysisException":  # deterministic: a table or column Spark cannot resolve
+        return EXIT_SCHEMA, "schema problem (AnalysisException)"
+    if name in ("Py4JJavaError", "OperationalError"):
+        return EXIT_RUNTIME, f"runtime failure ({name})"
+    return EXIT_INTERNAL, f"runtime failure ({name})"
 
 
 def _fail(code: int, what: str, exc: BaseException, secrets: tuple[str, ...]) -> int:

@@ -154,12 +154,28 @@ class AppConfig:
         return tuple(self.table(n) for n in names) if names else self.tables
 
     def secrets(self) -> tuple[str, ...]:
-        """Every secret value in this config, for masking output."""
+        """Every secret value in this config, for masking output by value; not those equal to a
+        name coldtier prints (``weak_secrets``): masking those would garble every message and
+        hide nothing. ``mask`` hides a password after ``password=`` or in a URL whatever it is."""
+        weak = self.weak_secrets()
+        return tuple(s for s in self._secret_values() if s not in weak)
+
+    def weak_secrets(self) -> tuple[str, ...]:
+        """Secrets equal to a name that appears in coldtier's messages (the product, the
+        pipeline, a user, a table, a catalog...): `validate` warns about them."""
+        words = {"coldtier", self.pipeline, self.ledger.schema, *self.catalogs}
+        for src in self.sources.values():
+            words |= {src.name, src.user}
+        for t in self.tables:
+            words |= {t.name, t.connection, *t.source_table.split("."), *t.target.table.split(".")}
+        return tuple(s for s in dict.fromkeys(self._secret_values()) if s in words)
+
+    def _secret_values(self) -> list[str]:
         out = [s.password for s in self.sources.values() if s.password]
         out += [_dsn_password(self.ledger.dsn)]
         for props in self.catalogs.values():
             out += [v for k, v in props.items() if _is_secret_key(k)]
-        return tuple(s for s in out if s)
+        return [s for s in out if s]
 
 
 def _is_secret_key(key: str) -> bool:
@@ -172,9 +188,19 @@ def _dsn_password(dsn: str) -> str:
     return m.group(1) if m else ""
 
 
+# a value after a password-like key (``password=…``, ``"token": "…"``) or a URL's user:password@
+_KEYED_SECRET = re.compile(r"(?i)((?:password|passwd|secret|token|credential)[\w.-]*(?:=|[\"']:\s*[\"']))"
+                           r"(?!\*\*\*)[^\s,;&'\"}]+")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s/]+(@)")
+
+
 def mask(text: str, secrets: tuple[str, ...]) -> str:
-    """Replace every secret in ``text`` by ``***`` where it stands as a value (not inside a
-    longer word or path, so a password that is also a common word does not garble paths)."""
+    """Hide secrets in ``text``: any value after a password-like key or in a URL's
+    ``user:password@``, and each of ``secrets`` where it stands as a whole value (not inside a
+    longer word or path). ``AppConfig.secrets`` leaves out values equal to names coldtier prints,
+    which masking could only garble."""
+    text = _KEYED_SECRET.sub(r"\1***", text)
+    text = _URL_PASSWORD.sub(r"\1***\2", text)
     for s in sorted(set(secrets), key=len, reverse=True):
         if s:
             text = re.sub(rf"(?<![\w./-]){re.escape(s)}(?![\w-])", "***", text)

@@ -76,9 +76,14 @@ def resolve(packages: list[str], ivy_conf: dict[str, str] | None = None,
                "--conf", f"spark.pyspark.python={sys.executable}"]
         for k, v in (ivy_conf or {}).items():
             cmd += ["--conf", f"{k}={v}"]
+        env = {**os.environ, "PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON", sys.executable)}
+        if "SPARK_HOME" not in env:  # spark-submit's own lookup runs whatever `python3` is on PATH
+            import pyspark
+
+            env["SPARK_HOME"] = str(Path(pyspark.__file__).parent)
         with open(Path(tmp) / "ivy.log", "w+") as out:
             code = subprocess.run([*cmd, str(noop)], stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=1800, cwd=tmp).returncode
+                                  timeout=1800, cwd=tmp, env=env).returncode
             out.seek(0)
             text = out.read()
     if log is not None:

@@ -499,7 +499,8 @@ class TableRunner:
         self.ledger.commit(batch, m, self._epoch())
         self.phase = "idle"
         self.hook(self.table.name, batch.batch_id, "after-ledger-commit")
-        m = dataclasses.replace(m, backlog_rows=self._backlog(batch.rng.hi))
+        backlog = self._backlog(batch.rng.hi)
+        m = dataclasses.replace(m, backlog_rows=backlog, source_lag_s=lag_behind(m.source_lag_s, backlog))
         progress = self._progress(batch, m, recovered=recovered)
         self.emit(progress)
         return BatchResult(self.table.name, batch.batch_id, m.rows, progress)
@@ -549,13 +550,31 @@ class TableRunner:
         return doc
 
 
+def lag_behind(watermark_age_s: float | None, backlog_rows: int | None) -> float | None:
+    """How far a table is behind its source: the age of its watermark (server now − the newest
+    committed cursor) while rows wait beyond it; 0 when none do (a quiet source is not a late
+    copy); the age when the backlog is unknown."""
+    return 0.0 if backlog_rows == 0 else watermark_age_s
+
+
 def emit_json(doc: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(doc, separators=(",", ":")) + "\n")
     sys.stdout.flush()
 
 
+_UNITS = {"ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001, "s": 1.0, "sec": 1.0, "secs": 1.0,
+          "second": 1.0, "seconds": 1.0, "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0,
+          "minutes": 60.0, "h": 3600.0, "hour": 3600.0, "hours": 3600.0}
+_INTERVAL = re.compile(r"^(\d+(?:\.\d+)?)\s*(" + "|".join(sorted(_UNITS, key=len, reverse=True)) + r")$",
+                       re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class Trigger:
+    """``once``, ``available-now`` or ``processing-time=<interval>``; the interval is a number and
+    a unit: ``ms``/``s``/``m``/``h`` or Spark's words (``500 milliseconds``, ``15 seconds``,
+    ``1 minute``, ``2 hours``)."""
+
     kind: str  # once | available-now | processing-time
     interval_s: float = 0.0
 
@@ -565,13 +584,14 @@ class Trigger:
             return cls(text)
         if text.startswith("processing-time="):
             raw = text.split("=", 1)[1].strip()
-            mult = 60.0 if raw.endswith("m") else 1.0
-            try:
-                secs = float(raw.rstrip("sm")) * mult
-            except ValueError:
-                raise ValueError(f"bad trigger interval {raw!r}; use e.g. processing-time=15s") from None
+            m = _INTERVAL.match(raw)
+            if m is None:
+                raise ValueError(f"bad trigger interval {raw!r}: a number and a unit, ms, s, m or h (e.g. "
+                                 f"processing-time=15s, processing-time=500ms) or Spark's spelling "
+                                 f"(processing-time='15 seconds')")
+            secs = float(m.group(1)) * _UNITS[m.group(2).lower()]
             if secs <= 0:
-                raise ValueError("the processing-time interval must be positive")
+                raise ValueError(f"bad trigger interval {raw!r}: the interval must be positive")
             return cls("processing-time", secs)
         raise ValueError(f"unknown trigger {text!r}: use once, available-now or processing-time=15s")
 

@@ -44,7 +44,11 @@ def _iceberg_files(spark: Any, ident: str) -> tuple[int, int]:
 def _iceberg(spark: Any, target: TargetConfig, cfg: MaintenanceConfig, pipeline: str,
              table: str) -> dict[str, Any]:
     sink = IcebergSink(spark, target)
-    ident, cat, name = target.identifier, target.catalog, target.table
+    ident, cat = target.identifier, target.catalog
+    # Iceberg's procedures read a table argument whose first part names a catalog as that
+    # catalog: 'cold.trades' in catalog `cold` would be table `trades`. Fully qualified and
+    # quoted, any naming (a namespace named like its catalog, dots or dashes in names) resolves
+    name = ".".join("`" + part.replace("`", "``") + "`" for part in (cat, *target.table.split(".")))
     files_before, bytes_before = _iceberg_files(spark, ident)
     snaps_before = spark.sql(f"SELECT count(*) FROM {ident}.snapshots").collect()[0][0]
     size = cfg.target_file_size_mb * MB

@@ -39,8 +39,8 @@ class RunMetrics:
         self.batches = Counter("coldtier_batches_committed", "Batches committed in this run", T, registry=r)
         self.phase_seconds = Histogram("coldtier_batch_phase_seconds", "Seconds per batch phase (total = end "
                                        "to end)", (*T, "phase"), buckets=BUCKETS, registry=r)
-        self.lag = Gauge("coldtier_source_lag_seconds", "Server now minus the newest committed cursor", T,
-                         registry=r)
+        self.lag = Gauge("coldtier_source_lag_seconds", "Server now minus the newest committed cursor while "
+                         "rows wait beyond it; 0 when the backlog is 0", T, registry=r)
         self.backlog = Gauge("coldtier_backlog_rows", "Rows visible at the source beyond the watermark", T,
                              registry=r)
         self.ttl_margin = Gauge("coldtier_ttl_margin_seconds", "Seconds until the oldest unread source row "
@@ -87,6 +87,7 @@ class RunMetrics:
                 self.backlog.labels(*labels).set(progress["backlog_rows"])
         elif progress.get("caught_up"):
             self.backlog.labels(*labels).set(0)
+            self.lag.labels(*labels).set(0)  # nothing waits: not behind (loop.lag_behind)
             self.rows.labels(*labels).inc(0)
         if progress.get("ttl_margin_s") is not None:
             self.ttl_margin.labels(*labels).set(progress["ttl_margin_s"])
@@ -110,6 +111,13 @@ class RunMetrics:
         if self.cfg.textfile:
             write_to_textfile(self.cfg.textfile, self.registry)  # a temp file renamed into place
 
+    def close(self) -> None:
+        """Stop serving ``/metrics`` without reporting (the run continues in another process)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()  # the port is free for the driver at once
+            self._server = None
+
     def finish(self, ok: bool) -> None:
         """At the end of a run: final values to every configured destination."""
         self.last_run.labels(self.pipeline).set(time.time())
@@ -118,6 +126,4 @@ class RunMetrics:
         if self.cfg.pushgateway:
             push_to_gateway(self.cfg.pushgateway, job=self.cfg.job, registry=self.registry,
                             grouping_key={"pipeline": self.pipeline}, timeout=10)
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        self.close()

@@ -166,6 +166,25 @@ def write_log4j(directory: Path) -> Path:
     return path
 
 
+def master_and_mode(args: SubmitArgs, env: dict[str, str],
+                    cfg: config_mod.AppConfig | None) -> tuple[str, str]:
+    """``--master`` / ``--deploy-mode``: the command line, else the environment, else the YAML."""
+    master = args.master or env.get("COLDTIER_SPARK_MASTER") or (cfg.spark.master if cfg else None) \
+        or "local[*]"
+    mode = args.deploy_mode or env.get("COLDTIER_DEPLOY_MODE") or (cfg.spark.deploy_mode if cfg else None) \
+        or "client"
+    if mode == "cluster" and master.startswith("spark://"):
+        raise ConfigError(
+            f"deploy mode 'cluster' on the standalone master {master}: Spark runs Python applications "
+            f"on standalone clusters in client mode only (spark-submit refuses: \"Cluster deploy mode is "
+            f"currently not supported for python applications on standalone clusters\"). Use "
+            f"--deploy-mode client (the driver runs where this script runs; executors on the cluster), "
+            f"or YARN / Kubernetes for a driver inside the cluster (docs/deploy.md).")
+    if mode not in ("client", "cluster"):
+        raise ConfigError(f"deploy mode {mode!r}: use client or cluster")
+    return master, mode
+
+
 Resolver = Callable[[list[str], dict[str, str]], "list[Path] | None"]
 
 
@@ -181,19 +200,7 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
     cfg_path = _config_path(args.job_args)
     cfg = config_mod.load(cfg_path, env) if cfg_path else None
     secrets = cfg.secrets() if cfg else ()
-    master = args.master or env.get("COLDTIER_SPARK_MASTER") or (cfg.spark.master if cfg else None) \
-        or "local[*]"
-    mode = args.deploy_mode or env.get("COLDTIER_DEPLOY_MODE") or (cfg.spark.deploy_mode if cfg else None) \
-        or "client"
-    if mode == "cluster" and master.startswith("spark://"):
-        raise ConfigError(
-            f"deploy mode 'cluster' on the standalone master {master}: Spark runs Python applications "
-            f"on standalone clusters in client mode only (spark-submit refuses: \"Cluster deploy mode is "
-            f"currently not supported for python applications on standalone clusters\"). Use "
-            f"--deploy-mode client (the driver runs where this script runs; executors on the cluster), "
-            f"or YARN / Kubernetes for a driver inside the cluster (docs/deploy.md).")
-    if mode not in ("client", "cluster"):
-        raise ConfigError(f"deploy mode {mode!r}: use client or cluster")
+    master, mode = master_and_mode(args, env, cfg)
     cmd = [deps.spark_submit_binary(), "--master", master, "--deploy-mode", mode]
     conf = dict(cfg.spark.conf) if cfg else {}
     conf.update(dict(args.conf))
@@ -245,11 +252,24 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
 
 def main(argv: list[str] | None = None) -> int:
     root = deps.repo_root()
+    env = dict(os.environ)
+    try:
+        args = parse(list(sys.argv[1:] if argv is None else argv))
+        cfg_path = _config_path(args.job_args)
+        _, mode = master_and_mode(args, env, config_mod.load(cfg_path, env) if cfg_path else None)
+    except ConfigError as exc:
+        print(f"coldtier: configuration error: {exc} (exit 2)", file=sys.stderr)
+        return 2
+    verbose = args.verbose or env.get(VERBOSE_VAR, "") not in ("", "0")
+    if not args.print_only and Path(args.job).name == "offload.py" \
+            and env.get("COLDTIER_SUBMIT_PRECHECK", "1") != "0":
+        from coldtier.cli import prerun
+
+        code = prerun(list(args.job_args), remote_driver=mode == "cluster")
+        if code is not None:  # nothing to do, or a failure the driver would meet: no JVM started
+            return code
     with tempfile.TemporaryDirectory(prefix="coldtier-submit-") as tmp:
         try:
-            args = parse(list(sys.argv[1:] if argv is None else argv))
-            env = dict(os.environ)
-            verbose = args.verbose or env.get(VERBOSE_VAR, "") not in ("", "0")
             cmd, secrets = build_command(args, root, env, Path(tmp),
                                          _jar_resolver(root, print_only=args.print_only, verbose=verbose))
         except ConfigError as exc:
@@ -265,11 +285,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"# {props}:")
                 print(mask(Path(props).read_text(), secrets), end="")
             return 0
-        if Path(args.job).name == "offload.py" and os.environ.get("COLDTIER_SUBMIT_PRECHECK", "1") != "0":
-            from coldtier.cli import caught_up_without_spark
-
-            if caught_up_without_spark(list(args.job_args)):
-                return 0  # a scheduled relaunch with nothing to do: no JVM started
         env["PYTHONPATH"] = str(root / "lib") + os.pathsep + env.get("PYTHONPATH", "")
         if verbose:
             env.setdefault("COLDTIER_SPARK_LOG_LEVEL", "INFO")

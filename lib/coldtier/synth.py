@@ -114,14 +114,24 @@ class TradeTable:
         return self.insert(rows, "now64(3, 'UTC')", start)
 
 
+# scripts/dev-services.sh's defaults, for a fresh shell next to the dev services
+DEV_PORT = "18123"
+DEV_PASSWORD = "dev-ch-Q7v2p"
+
+
 def _client(args: argparse.Namespace) -> ClickHouseHTTP:
-    # the dev services' default password when the variable is unset
-    return ClickHouseHTTP(args.url, args.user, os.environ.get(args.password_env, "coldtier"), "default")
+    password = os.environ.get(args.password_env)
+    if password is None:
+        print(f"coldtier.synth: ${args.password_env} is not set: using the dev services' default password "
+              f"(scripts/dev-services.sh)", file=sys.stderr)
+        password = DEV_PASSWORD
+    return ClickHouseHTTP(args.url, args.user, password, "default")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m coldtier.synth", description=__doc__)
-    ap.add_argument("--url", default=os.environ.get("COLDTIER_CH_HTTP", "http://127.0.0.1:18123"))
+    ap.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('COLDTIER_CH_PORT', DEV_PORT)}",
+                    help="ClickHouse HTTP URL (default: the dev services', port $COLDTIER_CH_PORT or 18123)")
     ap.add_argument("--user", default="default")
     ap.add_argument("--password-env", default="COLDTIER_CH_PASSWORD")
     ap.add_argument("--database", default="k2")

@@ -109,15 +109,20 @@ def test_output_is_progress_on_stdout_and_coldtier_on_stderr(job, spark):
 
 
 def test_relaunch_with_nothing_to_do_starts_no_jvm(job, spark, capsys, tmp_path):
-    """The launcher asks the ledger and ClickHouse first: a scheduled relaunch that finds
-    nothing exits 0 without starting spark-submit; with rows to move it hands over."""
+    """The launcher runs ``run`` ahead without Spark: a scheduled relaunch that finds nothing
+    exits 0 without starting spark-submit, and still writes its metrics (the run, lag 0, backlog
+    0: a quiet source must not look stalled); with rows to move it hands over; a failure the
+    driver would meet ends there, with the driver's message and code, and no JVM."""
+    from coldtier.lock import AdvisoryLock
     from jobkit import run_inprocess
 
     trades = job.trades()
     trades.bulk(1000)
-    cfg = job.write_config([job.table_entry("noop", trades.table)])
+    prom = tmp_path / "coldtier.prom"
+    cfg = job.write_config([job.table_entry("noop", trades.table)], metrics={"textfile": str(prom)})
     code, _, err = run_inprocess(capsys, cfg)
     assert code == 0, err
+    prom.unlink()
     fake_home = tmp_path / "spark"
     (fake_home / "bin").mkdir(parents=True)
     marker = tmp_path / "spark-submit-started"
@@ -127,16 +132,49 @@ def test_relaunch_with_nothing_to_do_starts_no_jvm(job, spark, capsys, tmp_path)
     env = {**job.env(), "SPARK_HOME": str(fake_home)}
     launch = [str(ROOT / "scripts" / "spark-submit.sh"), "jobs/offload.py", "run", "--config", str(cfg),
               "--trigger", "available-now"]
+    time.sleep(2)  # the source's newest row is older now than at the last commit
+    before = time.time()
     done = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert progress_lines(done.stdout) == [{"pipeline": job.pipeline, "table": "noop", "rows": 0,
                                             "caught_up": True}]
     assert not marker.exists()
+    series = {line.split(" ")[0]: float(line.split(" ")[1]) for line in prom.read_text().splitlines()
+              if line and not line.startswith("#")}
+    labels = f'pipeline="{job.pipeline}",table="noop"'
+    assert series[f'coldtier_last_run_timestamp_seconds{{pipeline="{job.pipeline}"}}'] >= before
+    assert series[f'coldtier_last_run_success{{pipeline="{job.pipeline}"}}'] == 1
+    assert series[f"coldtier_source_lag_seconds{{{labels}}}"] == 0
+    assert series[f"coldtier_backlog_rows{{{labels}}}"] == 0
+    assert series[f"coldtier_last_batch_id{{{labels}}}"] == 1
+    # failures the driver would meet: its message and exit code, and no JVM
+    holder = AdvisoryLock(job.postgres.dsn, f"coldtier/{job.pipeline}/noop")
+    holder.acquire()
+    try:
+        held = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        holder.release()
+    assert held.returncode == 3 and "coldtier: lock held:" in held.stderr and not marker.exists(), held.stderr
+    wrong = subprocess.run(launch, cwd=ROOT, env={**env, "TEST_CH_PASSWORD": "not-the-password"},
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 4 and "Authentication failed" in wrong.stderr and not marker.exists()
+    good = cfg.read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(job.write_config([job.table_entry("noop", trades.table,
+                                                     cursor={"incrementing_column": "nope"})]).read_text())
+    cfg.write_text(good)
+    missing = subprocess.run([*launch[:4], str(bad), *launch[5:]], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert missing.returncode == 6 and "nope" in missing.stderr and not marker.exists(), missing.stderr
+    usage = subprocess.run([*launch, "--max-batches", "many"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert usage.returncode == 2 and "--max-batches" in usage.stderr and not marker.exists()
+    # rows to move, or a loop: handed over to spark-submit
     trades.bulk(10, end_ms_ago=1000)
     done = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 99 and "jobs/offload.py run" in marker.read_text()
     marker.unlink()
-    processing = [*launch[:-1], "processing-time=15s"]  # a loop always launches
+    processing = [*launch[:-1], "processing-time=15s"]
     looped = subprocess.run(processing, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert looped.returncode == 99 and marker.exists()
 

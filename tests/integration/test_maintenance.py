@@ -99,3 +99,20 @@ def test_maintenance_compacts_expires_and_cleans_up(job, spark, capsys):
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0 and [p["batch_id"] for p in progress] == [202], err
     assert_source_equals_sink(job, spark, trades.table, target)
+
+
+def test_maintain_a_namespace_named_like_its_catalog(job, spark, capsys):
+    """conf/dev.yaml's shape: catalog `cold`, table `cold.trades_binance`. Iceberg's procedures
+    read 'cold.trades_binance' as table `trades_binance` of catalog `cold` unless the argument is
+    fully qualified: maintain failed on the demo's own config."""
+    trades = job.trades()
+    trades.bulk(3000)
+    name = f"{job.catalog}.{job.pipeline}"  # namespace = the catalog's name
+    cfg = job.write_config([job.table_entry("same", trades.table, batch={"max_rows": 1000},
+                                            target={"table": name})])
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0 and [p["rows"] for p in progress if "batch_id" in p] == [1000] * 3, err
+    assert cli.main(["maintain", "--config", str(cfg)]) == 0, capsys.readouterr().err
+    [report] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert report["maintained"] == f"{job.catalog}.{name}" and report["files_after"] < report["files_before"]
+    assert_source_equals_sink(job, spark, trades.table, f"{job.catalog}.{name}")

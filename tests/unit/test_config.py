@@ -65,6 +65,23 @@ def test_mask_hides_values_not_words_inside_paths():
     assert mask("password=hunter2 at /x/hunter2-lib.zip", ("hunter2",)) == "password=*** at /x/hunter2-lib.zip"
 
 
+def test_a_secret_equal_to_a_printed_name_is_not_masked_as_a_word(tmp_path):
+    """The dev stack's old password was `coldtier`: every message read `another *** run holds the
+    lock for ***/newcomer/binance`. A secret equal to a name coldtier prints hides nothing by
+    being masked as a word; it is still hidden after `password=` and in URLs."""
+    cfg = load(write(tmp_path, GOOD.replace("pipeline: p1", "pipeline: newcomer")),
+               {"CH_PW": "coldtier", "PG_PW": "A-long-Secret-9"})
+    assert cfg.secrets() == ("A-long-Secret-9",) and cfg.weak_secrets() == ("coldtier",)
+    message = "another coldtier run holds the lock for coldtier/newcomer/trades"
+    assert mask(message, cfg.secrets()) == message
+    assert mask("dsn host=h password=coldtier user=coldtier", cfg.secrets()) == \
+        "dsn host=h password=*** user=coldtier"
+    assert mask("http://default:coldtier@127.0.0.1:8123/", cfg.secrets()) == "http://default:***@127.0.0.1:8123/"
+    assert mask('{"token": "coldtier"} A-long-Secret-9 x', cfg.secrets()) == '{"token": "***"} *** x'
+    # a config error naming a secret key keeps its words
+    assert mask("catalogs.rest.token: unknown key", cfg.secrets()) == "catalogs.rest.token: unknown key"
+
+
 @pytest.mark.parametrize("value", ['"false"', '"0"', '"no"', "0", "1", "no-thanks", '""'])
 def test_booleans_accept_only_real_booleans(tmp_path, value):
     text = GOOD.replace("    cursor: {lag_s: 60}\n", f"    cursor: {{lag_s: 60}}\n    keep_nanos: {value}\n")

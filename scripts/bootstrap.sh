@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what coldtier needs on a fresh machine, idempotently:
 #   - Java 17, PostgreSQL and promtool (Debian's prometheus) from Debian (as root, when absent)
-#   - .venv from requirements.txt (re-run when requirements.txt changes)
+#   - .venv from requirements.txt, with coldtier installed editable (the `coldtier` command)
 #   - the Spark-side jars, resolved once into the Ivy cache (--packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,11 +25,12 @@ id postgres >/dev/null 2>&1 || { [ "$(id -u)" != 0 ] || useradd --system --no-cr
 
 py=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$py" -m venv .venv
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
-if [ "$(cat .venv/.requirements.sha256 2>/dev/null || true)" != "$want" ]; then
-  echo "bootstrap: pip install -r requirements.txt"
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/.requirements.sha256 2>/dev/null || true)" != "$want" ] || [ ! -x .venv/bin/coldtier ]; then
+  echo "bootstrap: pip install -r requirements.txt, and coldtier itself (editable: .venv/bin/coldtier)"
   .venv/bin/pip install -q --upgrade pip >/dev/null
   .venv/bin/pip install -q -r requirements.txt
+  .venv/bin/pip install -q --no-deps --no-build-isolation -e .
   echo "$want" > .venv/.requirements.sha256
 fi
 

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from coldtier import __version__
 from coldtier import config as config_mod
 from coldtier.clickhouse_http import ClickHouseError, ClickHouseUnreachable
 from coldtier.config import AppConfig, ConfigError, mask
@@ -55,6 +56,7 @@ EXIT_MISMATCH = 7
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="coldtier", description="ClickHouse → Iceberg, exactly once.")
+    ap.add_argument("--version", action="version", version=f"coldtier {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:

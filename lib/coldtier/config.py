@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,6 +233,20 @@ def _convert(node: yaml.Node, path: str, file: str) -> _Node:
     return _Node(value, line)
 
 
+_KIND = {int: "a whole number", float: "a number"}
+
+
+class _Map(dict):
+    """A YAML mapping's entries, remembering the mapping's line (for a key that is missing)."""
+
+    line: int = 0
+
+
+# Iceberg's catalog types (CatalogUtil); any other catalog is named by `catalog-impl`
+CATALOG_TYPES = ("hadoop", "hive", "rest", "jdbc", "glue", "nessie")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")  # pipeline and table names: letters, digits, _ and -
+
+
 class _Reader:
     def __init__(self, file: str, env: Mapping[str, str]) -> None:
         self.file = file
@@ -250,7 +264,15 @@ class _Reader:
             bad = node.value[unknown[0]]
             raise self.fail(bad, f"{key}.{unknown[0]}" if key else unknown[0],
                             f"unknown key. Allowed here: {', '.join(allowed)}.")
-        return node.value
+        out = _Map(node.value)
+        out.line = node.line
+        return out
+
+    def missing(self, m: dict[str, _Node], key: str,
+                problem: str = "is required but missing.") -> ConfigError:
+        """A required key that is absent: named with the line of the mapping it belongs in."""
+        line = getattr(m, "line", 0)
+        return self.fail(_Node(None, line) if line else None, key, problem)
 
     def subst(self, node: _Node, key: str, value: str) -> str:
         def repl(m: re.Match[str]) -> str:
@@ -268,7 +290,7 @@ class _Reader:
         node = m.get(name)
         if node is None or node.value is None:
             if required:
-                raise self.fail(None, f"{key}{name}", "is required but missing.")
+                raise self.missing(m, f"{key}{name}")
             return default
         if isinstance(node.value, (dict, list)):
             raise self.fail(node, f"{key}{name}", "expected a string.")
@@ -294,11 +316,11 @@ class _Reader:
             try:
                 value = kind(value)
             except ValueError:
-                raise self.fail(node, key + name, f"expected a {kind.__name__}.") from None
+                raise self.fail(node, key + name, f"expected {_KIND[kind]}, got {value!r}.") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (
             kind is int and not isinstance(value, int)
         ):
-            raise self.fail(node, key + name, f"expected a {kind.__name__}, got {value!r}.")
+            raise self.fail(node, key + name, f"expected {_KIND[kind]}, got {value!r}.")
         if minimum is not None and value < minimum:
             raise self.fail(node, key + name, f"must be at least {minimum}, got {value}.")
         return kind(value)
@@ -346,6 +368,20 @@ class _Reader:
             shape = " or ".join({1: "name", 2: "db.name", 3: "a.b.name"}[p] for p in parts)
             raise self.fail(node_map.get(name), key + name,
                             f"{value!r} is not a plain or `quoted` identifier ({shape}).")
+
+
+def _unset_vars(node: _Node, key: str, env: Mapping[str, str]) -> Iterator[tuple[int, str, str]]:
+    """(line, key, name) of every ``${NAME}`` without a default whose variable is not set."""
+    if isinstance(node.value, dict):
+        for k, v in node.value.items():
+            yield from _unset_vars(v, f"{key}.{k}" if key else k, env)
+    elif isinstance(node.value, list):
+        for i, v in enumerate(node.value):
+            yield from _unset_vars(v, f"{key}[{i}]", env)
+    elif isinstance(node.value, str):
+        for m in _ENV_RE.finditer(node.value):
+            if m.group(1) not in env and m.group(2) is None:
+                yield node.line, key, m.group(1)
 
 
 def _keys(node: _Node) -> tuple[str, ...]:
@@ -441,26 +477,35 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
     if root_node is None:
         raise ConfigError(f"{file}: the config file is empty.")
     r = _Reader(file, env)
-    root = r.mapping(_convert(root_node, "", file), "",
+    tree = _convert(root_node, "", file)
+    unset = list(_unset_vars(tree, "", env))
+    if unset:
+        raise ConfigError("; ".join(f"{file}:{line}: {key}: environment variable ${{{name}}} is not set"
+                                    for line, key, name in unset) + ".")
+    root = r.mapping(tree, "",
                      ("pipeline", "spark", "sources", "ledger", "catalogs", "tables", "metrics",
                       "maintenance"))
 
     pipeline = r.string(root, "pipeline", "", required=True)
     assert pipeline is not None
-    if not _PLAIN_IDENT.match(pipeline.replace("-", "_")):
-        raise r.fail(root["pipeline"], "pipeline", f"{pipeline!r} must be letters, digits, _ or -.")
+    if not _NAME.match(pipeline):
+        raise r.fail(root["pipeline"], "pipeline", f"{pipeline!r}: a name is letters, digits, _ and -, "
+                                                   f"starting with a letter or _.")
 
     spark = SparkSection()
     if "spark" in root:
         sm = r.mapping(root["spark"], "spark", ("master", "deploy_mode", "conf"))
         spark = SparkSection(r.string(sm, "master", "spark."), r.string(sm, "deploy_mode", "spark."),
                              r.str_map(sm, "conf", "spark."))
+        if spark.deploy_mode not in (None, "client", "cluster"):
+            raise r.fail(sm["deploy_mode"], "spark.deploy_mode",
+                         f"{spark.deploy_mode!r} is not one of client, cluster.")
 
     sources: dict[str, SourceConfig] = {}
     src_root = r.mapping(root["sources"], "sources", _keys(root["sources"])) \
         if "sources" in root else {}
     if not src_root:
-        raise r.fail(None, "sources", "at least one source connection is required.")
+        raise r.missing(root, "sources", "at least one source connection is required.")
     for name, node in src_root.items():
         k = f"sources.{name}."
         sm = r.mapping(node, f"sources.{name}",
@@ -476,7 +521,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
             r.number(sm, "read_timeout_s", k, 300.0, float, 1.0))
 
     if "ledger" not in root:
-        raise r.fail(None, "ledger", "is required (ledger.dsn: the PostgreSQL batch ledger).")
+        raise r.missing(root, "ledger", "is required (ledger.dsn: the PostgreSQL batch ledger).")
     lm = r.mapping(root["ledger"], "ledger",
                    ("dsn", "schema", "connect_timeout_s", "statement_timeout_s", "tcp_timeout_s"))
     ledger = LedgerConfig(r.string(lm, "dsn", "ledger.", required=True) or "",
@@ -491,24 +536,36 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         for name, node in r.mapping(root["catalogs"], "catalogs", _keys(root["catalogs"])).items():
             if not _PLAIN_IDENT.match(name):
                 raise r.fail(node, f"catalogs.{name}", "catalog names must be plain identifiers.")
-            catalogs[name] = r.str_map({"c": node}, "c", f"catalogs.{name}")
+            props = r.str_map({name: node}, name, "catalogs.")
+            ctype = props.get("type")
+            if ctype is None and "catalog-impl" not in props:
+                raise r.fail(node, f"catalogs.{name}.type",
+                             f"is required: one of {', '.join(CATALOG_TYPES)} (or catalog-impl: a class).")
+            if ctype is not None and ctype not in CATALOG_TYPES:
+                raise r.fail(node.value["type"], f"catalogs.{name}.type",
+                             f"{ctype!r} is not one of {', '.join(CATALOG_TYPES)} (for another catalog, "
+                             f"catalog-impl: a class).")
+            catalogs[name] = props
 
     tables: list[TableConfig] = []
     tnode = root.get("tables")
     if tnode is None or not isinstance(tnode.value, list) or not tnode.value:
-        raise r.fail(tnode, "tables", "a non-empty list of tables is required.")
+        raise r.fail(tnode, "tables", "a non-empty list of tables is required.") if tnode is not None \
+            else r.missing(root, "tables", "a non-empty list of tables is required.")
     seen: set[str] = set()
     for i, node in enumerate(tnode.value):
         k = f"tables[{i}]."
         tm = r.mapping(node, f"tables[{i}]",
                        ("name", "source", "cursor", "batch", "target", "keep_nanos", "columns", "short_read"))
         name = r.string(tm, "name", k, required=True) or ""
-        r.identifier(tm, "name", k, name)
+        if not _NAME.match(name):
+            raise r.fail(tm["name"], k + "name", f"{name!r}: a name is letters, digits, _ and -, starting "
+                                                 f"with a letter or _.")
         if name in seen:
             raise r.fail(tm["name"], k + "name", f"table name {name!r} is used twice.")
         seen.add(name)
         if "source" not in tm:
-            raise r.fail(node, k + "source", "is required.")
+            raise r.missing(tm, k + "source", "is required.")
         sm = r.mapping(tm["source"], k + "source", ("connection", "table"))
         conn = r.reference(sm, "connection", k + "source.", "sources", sources)
         src_table = r.string(sm, "table", k + "source.", required=True) or ""
@@ -552,7 +609,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
                             r.str_map(bm, "options", k + "batch."))
 
         if "target" not in tm:
-            raise r.fail(node, k + "target", "is required.")
+            raise r.missing(tm, k + "target", "is required.")
         gm = r.mapping(tm["target"], k + "target",
                        ("format", "catalog", "table", "path", "partition_by", "sort_by", "properties"))
         fmt = r.string(gm, "format", k + "target.", "iceberg") or "iceberg"

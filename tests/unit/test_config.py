@@ -50,7 +50,18 @@ def test_good_config_loads_with_env_and_defaults(tmp_path):
     (("    user: default\n", "    user: default\n    pasword: x\n"), r"c.yaml:9: sources.ch.pasword: unknown key"),
     (("${CH_PW}", "${NOPE_VAR}"), r"c.yaml:9: sources.ch.password: environment variable \$\{NOPE_VAR\} is not set"),
     (("k2.bronze_trades_binance", "x; DROP TABLE y"), r"tables\[0\].source.table: 'x; DROP TABLE y' is not a plain"),
-    (("max_rows: 3000", "max_rows: lots"), r"tables\[0\].batch.max_rows: expected a int"),
+    (("max_rows: 3000", "max_rows: lots"), r"c.yaml:18: tables\[0\].batch.max_rows: expected a whole number, "
+                                           r"got 'lots'"),
+    (("max_rows: 3000", "max_rows: 2.5"), r"max_rows: expected a whole number, got 2.5"),
+    (("master: local[2]\n", "master: local[2]\n  deploy_mode: clustre\n"),
+     r"c.yaml:4: spark.deploy_mode: 'clustre' is not one of client, cluster"),
+    (("type: hadoop", "type: hadop"), r"c.yaml:13: catalogs.cold.type: 'hadop' is not one of hadoop, hive, rest"),
+    (("type: hadoop, ", ""), r"c.yaml:13: catalogs.cold.type: is required"),
+    (("warehouse: /tmp/wh}", "warehouse: [a, b]}"), r"c.yaml:13: catalogs.cold.warehouse: expected a scalar"),
+    (("    source: {connection: ch, table: k2.bronze_trades_binance}\n", ""),
+     r"c.yaml:15: tables\[0\].source: is required"),
+    (("    url: jdbc:clickhouse://127.0.0.1:8123/default\n", ""), r"c.yaml:7: sources.ch.url: is required"),
+    (("name: trades", "name: 'trades!'"), r"tables\[0\].name: 'trades!': a name is letters, digits, _ and -"),
     (("max_rows: 3000", "max_rows: 0"), r"max_rows: must be at least 1"),
     (("catalog: cold", "catalog: warm"), r"target.catalog: 'warm' is not one of catalogs: cold"),
     (("lag_s: 60", "mode: sideways"), r"cursor.mode: 'sideways' is not one of"),
@@ -59,6 +70,21 @@ def test_good_config_loads_with_env_and_defaults(tmp_path):
 def test_bad_config_names_file_line_and_key(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         load(write(tmp_path, GOOD.replace(*change)), {"CH_PW": "s"})
+
+
+def test_every_unset_variable_is_named_at_once(tmp_path):
+    text = GOOD.replace("dsn: host=127.0.0.1", "dsn: host=${PG_HOST}")
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, text), {})
+    assert str(err.value).endswith("c.yaml:9: sources.ch.password: environment variable ${CH_PW} is not set; "
+                                   f"{tmp_path}/c.yaml:11: ledger.dsn: environment variable ${{PG_HOST}} is not "
+                                   f"set.")  # PG_PW has a default
+
+
+def test_names_may_hold_dashes(tmp_path):
+    cfg = load(write(tmp_path, GOOD.replace("pipeline: p1", "pipeline: k2-cold").replace(
+        "name: trades", "name: trades-binance")), {"CH_PW": "x"})
+    assert cfg.pipeline == "k2-cold" and cfg.tables[0].name == "trades-binance"
 
 
 def test_mask_hides_values_not_words_inside_paths():

@@ -1,18 +1,9 @@
-"""Command line: ``run``, ``plan``, ``status``.
+"""Command line: ``run``, ``plan``, ``status``, ``validate``, ``maintain``, ``reconcile``,
+``recover-ledger``, ``adopt`` (``coldtier --help``).
 
-``plan`` and ``status`` need no Spark (``python -m coldtier plan --config FILE``); ``run``
-starts Spark only when some table has rows to move, so a scheduled relaunch that finds
-nothing exits in about a second.
-
-Exit codes (README documents them for supervisors):
-  0 success (batches committed, or nothing to do)
-  2 configuration or usage error: fix the config; retrying will not help
-  3 lock held: another run of the same pipeline/table is active; retry later
-  4 runtime failure (source, sink or ledger unreachable or failing): retry later
-  5 ledger inconsistent with itself or with Iceberg: run recover-ledger (operator)
-  6 schema problem (missing source table or cursor column, conflicting target): operator
-  7 reconcile found buckets where ClickHouse and Iceberg differ (after --repair: still differ)
-  1 unexpected internal error
+``plan``, ``status`` and ``validate`` need no Spark; ``run`` starts Spark only when some table
+has rows to move, so a scheduled relaunch that finds nothing exits in about a second. Exit
+codes: ``coldtier.errors``.
 """
 
 from __future__ import annotations
@@ -27,10 +18,20 @@ from typing import Any
 
 from coldtier import __version__
 from coldtier import config as config_mod
-from coldtier.clickhouse_http import ClickHouseError, ClickHouseUnreachable
-from coldtier.config import AppConfig, ConfigError, mask
-from coldtier.ledger import Ledger, LedgerError, LedgerInconsistent
-from coldtier.lock import AdvisoryLock, Fence, LockHeld
+from coldtier.config import AppConfig, mask
+from coldtier.errors import (  # noqa: F401  (EXIT_* re-exported: cli.EXIT_SCHEMA)
+    EXIT_CONFIG,
+    EXIT_INTERNAL,
+    EXIT_LEDGER,
+    EXIT_LOCK,
+    EXIT_MISMATCH,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    EXIT_SCHEMA,
+    classify,
+)
+from coldtier.ledger import Ledger, LedgerInconsistent
+from coldtier.lock import AdvisoryLock, Fence
 from coldtier.loop import (
     FaultHook,
     Planner,
@@ -46,12 +47,8 @@ from coldtier.loop import (
 )
 from coldtier.metrics import RunMetrics
 from coldtier.offset import CursorSpec, Offset
-from coldtier.sinks import SchemaConflict, ShortRead, make_sink
-from coldtier.source import SourceDataError, SourceSchemaError
+from coldtier.sinks import make_sink
 from coldtier.spark import shield_jvm_from_stop_signals
-
-EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_LOCK, EXIT_RUNTIME, EXIT_LEDGER, EXIT_SCHEMA = 0, 1, 2, 3, 4, 5, 6
-EXIT_MISMATCH = 7
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -523,30 +520,6 @@ def _dispatch(cfg: AppConfig, args: argparse.Namespace,
         wait = float("inf") if args.wait_for_lock == "inf" else float(args.wait_for_lock)
     return cmd_run(cfg, names, trigger, args.max_batches, wait, stop_grace_s=args.stop_grace,
                    spark_factory=spark_factory)
-
-
-def classify(exc: BaseException) -> tuple[int, str]:
-    """The exit code and the message's lead for an exception that ends a command."""
-    if isinstance(exc, ConfigError):
-        return EXIT_CONFIG, "configuration error"
-    if isinstance(exc, ValueError):
-        return EXIT_CONFIG, "usage error"
-    if isinstance(exc, LockHeld):
-        return EXIT_LOCK, "lock held"
-    if isinstance(exc, LedgerInconsistent):
-        return EXIT_LEDGER, "ledger inconsistent"
-    if isinstance(exc, (SourceSchemaError, SchemaConflict)):
-        return EXIT_SCHEMA, "schema problem"
-    if isinstance(exc, SourceDataError):
-        return EXIT_SCHEMA, "data problem"
-    if isinstance(exc, (ClickHouseError, ClickHouseUnreachable, LedgerError, ShortRead)):
-        return EXIT_RUNTIME, "runtime failure"
-    name = type(exc).__name__  # Spark/Py4J and anything unforeseen
-    if name == "AnalysisException":  # deterministic: a table or column Spark cannot resolve
-        return EXIT_SCHEMA, "schema problem (AnalysisException)"
-    if name in ("Py4JJavaError", "OperationalError"):
-        return EXIT_RUNTIME, f"runtime failure ({name})"
-    return EXIT_INTERNAL, f"runtime failure ({name})"
 
 
 def _fail(code: int, what: str, exc: BaseException, secrets: tuple[str, ...]) -> int:

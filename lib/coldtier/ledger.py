@@ -161,7 +161,7 @@ class Ledger:
                     with suppress(psycopg2.Error):
                         self._conn.rollback()
                 raise
-        raise LedgerError(f"PostgreSQL ledger ({_where(self.dsn)}) failed: {_first_line(last)}") from None
+        raise LedgerError(f"PostgreSQL ledger ({where(self.dsn)}) failed: {_first_line(last)}") from None
 
     def close(self) -> None:
         if self._conn is not None:
@@ -181,6 +181,14 @@ class Ledger:
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext('coldtier-ledger-ddl'))")
                 cur.execute(SCHEMA_SQL.format(s=self.schema))
         self._with_retry(run)
+
+    def schema_present(self) -> bool:
+        """Whether the ledger's tables exist (``validate`` creates nothing)."""
+        def run(conn: Any) -> bool:
+            with self._cursor(conn) as cur:
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL AS present", (f"{self.schema}.batches",))
+                return bool(cur.fetchone()["present"])
+        return self._with_retry(run)
 
     # -- reads -------------------------------------------------------------------------------
     def _newest(self, pipeline: str, table: str, committed_only: bool) -> Batch | None:
@@ -340,7 +348,7 @@ def _batch(row: dict[str, Any]) -> Batch:
                  row["snapshot_id"], row["rows"], row["attempts"])
 
 
-def _where(dsn: str) -> str:
+def where(dsn: str) -> str:
     """host:port/dbname of a DSN, for messages (never the password)."""
     parts = dict(p.split("=", 1) for p in dsn.split() if "=" in p)
     return f"{parts.get('host', 'localhost')}:{parts.get('port', '5432')}/{parts.get('dbname', '')}"

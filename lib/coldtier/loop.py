@@ -25,7 +25,7 @@ from typing import Any
 from coldtier.clickhouse_http import ClickHouseHTTP
 from coldtier.config import AppConfig, TableConfig
 from coldtier.ledger import Batch, BatchMetrics, Ledger, LedgerInconsistent
-from coldtier.offset import CursorSpec, Offset
+from coldtier.offset import CursorSpec, Offset, offset_fields
 from coldtier.planning import (
     PlannedRange,
     after_predicate,
@@ -440,7 +440,7 @@ class TableRunner:
         check cannot evaluate gives one warning, never a failed batch."""
         from coldtier.clickhouse_http import ClickHouseError, ClickHouseUnreachable
 
-        self._ttl = {}
+        self._ttl = {"ttl_margin_s": None}  # null: the source has no TTL (or it cannot be evaluated)
         if self.ttl_expr is None:
             return
         try:
@@ -539,7 +539,8 @@ class TableRunner:
     def _progress(self, batch: Batch, m: BatchMetrics, recovered: str | None = None) -> dict[str, Any]:
         doc = {
             "pipeline": batch.pipeline, "table": batch.table, "batch_id": batch.batch_id,
-            "start": batch.rng.lo.to_json() if batch.rng.lo else None, "end": batch.rng.hi.to_json(),
+            **offset_fields(self.spec, "start", batch.rng.lo),
+            **offset_fields(self.spec, "end", batch.rng.hi),
             "rows": m.rows, "plan_s": m.plan_s, "read_s": m.read_s, "write_s": m.write_s,
             "commit_s": m.commit_s, "total_s": m.total_s, "source_lag_s": m.source_lag_s,
             "backlog_rows": m.backlog_rows, "snapshot_id": m.snapshot_id,

@@ -7,6 +7,7 @@ totally ordered; a batch covers the half-open range ``(start, end]``.
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -116,3 +117,23 @@ class CursorSpec:
 
 def _bare(ident: str) -> str:
     return ident.strip("`")
+
+
+def offset_text(spec: CursorSpec, o: Offset | None) -> str | None:
+    """An offset for people: the timestamp in UTC at the column's precision, then ``#inc``."""
+    if o is None:
+        return None
+    parts = []
+    if o.ts is not None:
+        secs = spec.ticks_to_seconds(o.ts)
+        when = _dt.datetime.fromtimestamp(secs, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+        parts.append(when[: 20 + spec.ts_scale].rstrip(".") if spec.ts_scale else when[:19])
+    if o.inc is not None:
+        parts.append(f"#{o.inc}")
+    return " ".join(parts)
+
+
+def offset_fields(spec: CursorSpec, key: str, o: Offset | None) -> dict[str, Any]:
+    """One offset in every JSON line the same way: ``key`` the machine form (``{"ts": ticks,
+    "inc": n}``, what the ledger stores), ``key_text`` the human form beside it."""
+    return {key: o.to_json() if o is not None else None, f"{key}_text": offset_text(spec, o)}

@@ -250,11 +250,36 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
     return cmd, secrets
 
 
+USAGE = """\
+usage: scripts/spark-submit.sh [--print-only] [--verbose] [--master M] [--deploy-mode client|cluster]
+                               [--conf key=value ...] JOB.py COMMAND --config FILE [options]
+
+Builds the spark-submit command from the YAML (master, deploy mode, spark.conf), the pinned jars
+and the coldtier package, and runs it as a child (signals go to the Python driver). A `run` that
+finds nothing to do, or that would fail before Spark (config, lock, services, source columns),
+ends here without a JVM.
+
+  --print-only     print the final command, secrets masked, and exit
+  --verbose        Spark's INFO log, Ivy's report and the JVM banner (also COLDTIER_VERBOSE=1)
+  --master M       local[*], spark://host:7077, yarn, k8s://... (else $COLDTIER_SPARK_MASTER, YAML)
+  --deploy-mode D  client or cluster (else $COLDTIER_DEPLOY_MODE, YAML spark.deploy_mode)
+  --conf k=v       a Spark setting; wins over the YAML's spark.conf
+
+JOB.py is jobs/offload.py; its commands and options: `coldtier --help`, `coldtier run --help`.
+Environment: COLDTIER_JARS_DIR (jars instead of Maven), COLDTIER_SUBMIT_PRECHECK=0 (always launch).
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     root = deps.repo_root()
     env = dict(os.environ)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    before_job = raw[:next((i for i, a in enumerate(raw) if not a.startswith("-")), len(raw))]
+    if not raw or "--help" in before_job or "-h" in before_job:
+        print(USAGE, end="", file=sys.stdout if raw else sys.stderr)
+        return 0 if raw else 2
     try:
-        args = parse(list(sys.argv[1:] if argv is None else argv))
+        args = parse(raw)
         cfg_path = _config_path(args.job_args)
         _, mode = master_and_mode(args, env, config_mod.load(cfg_path, env) if cfg_path else None)
     except ConfigError as exc:
@@ -279,11 +304,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"coldtier: runtime failure: {exc} (exit 4)", file=sys.stderr)
             return 4
         if args.print_only:
-            print(mask(shlex.join(cmd), secrets))
-            props = cmd[cmd.index("--properties-file") + 1] if "--properties-file" in cmd else None
-            if props:  # what spark-submit will read from it (a temporary file)
-                print(f"# {props}:")
-                print(mask(Path(props).read_text(), secrets), end="")
+            # the files a launch writes live in a private directory made per launch and deleted
+            # after it: shown by what they hold, under a placeholder name
+            launch_dir = "$LAUNCH_DIR"
+            print(mask(shlex.join(cmd).replace(tmp, launch_dir), secrets))
+            for written in sorted(Path(tmp).iterdir()):
+                print(f"# {launch_dir}/{written.name} (0600, written at launch, deleted after it):")
+                if written.suffix == ".json":  # the config's variables: names only
+                    names = json.loads(written.read_text())
+                    print("".join(f"#   {name}=***\n" for name in names), end="")
+                else:
+                    print(mask(written.read_text(), secrets), end="")
             return 0
         env["PYTHONPATH"] = str(root / "lib") + os.pathsep + env.get("PYTHONPATH", "")
         if verbose:

@@ -224,18 +224,28 @@ def test_two_tables_one_run_with_plan_and_status(job, spark, capsys):
                             job.table_entry("kraken", kraken.table, batch={"max_rows": 2000})])
     assert cli.main(["plan", "--config", str(cfg)]) == 0
     plans = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(p["table"], p["batch_id"], p["estimated_rows"]) for p in plans] == \
-        [("binance", 1, 2000), ("kraken", 1, 2000)]
+    assert [(p["table"], p["batch_id"], p["kind"], p["planned_rows"]) for p in plans] == \
+        [("binance", 1, "next", 2000), ("kraken", 1, "next", 2000)]
+    assert plans[0]["start"] is None and set(plans[0]["end"]) == {"ts", "inc"}
+    assert plans[0]["end_text"].endswith(f"#{plans[0]['end']['inc']}")
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0, err
     assert {(p["table"], p["batch_id"]) for p in progress} == \
         {("binance", 1), ("binance", 2), ("binance", 3), ("kraken", 1), ("kraken", 2)}
     for p in progress:
-        assert set(p) >= {"pipeline", "table", "batch_id", "start", "end", "rows", "plan_s", "read_s",
-                          "write_s", "commit_s", "total_s", "source_lag_s", "backlog_rows", "snapshot_id"}
+        assert set(p) >= {"pipeline", "table", "batch_id", "start", "start_text", "end", "end_text", "rows",
+                          "plan_s", "read_s", "write_s", "commit_s", "total_s", "source_lag_s", "backlog_rows",
+                          "snapshot_id", "ttl_margin_s"}
+    # one offset rendering everywhere: plan's end of batch 1 is run's end of batch 1
+    first = next(p for p in progress if (p["table"], p["batch_id"]) == ("binance", 1))
+    assert (first["end"], first["end_text"]) == (plans[0]["end"], plans[0]["end_text"])
     assert cli.main(["status", "--config", str(cfg), "--json"]) == 0
     status = {d["table"]: d for d in map(json.loads, capsys.readouterr().out.splitlines())}
     assert status["binance"]["watermark_batch"] == 3 and status["binance"]["backlog_rows"] == 0
+    assert status["binance"]["pipeline"] == job.pipeline and status["binance"]["source_lag_s"] == 0
+    last = next(p for p in progress if (p["table"], p["batch_id"]) == ("binance", 3))
+    assert status["binance"]["watermark"] == last["end"] and status["binance"]["watermark_text"] == last["end_text"]
+    assert status["binance"]["last_batch_text"].startswith("batch 3 committed 1,000 rows, ")
     assert status["kraken"]["last_batches"][0]["rows"] == 1000
     assert cli.main(["status", "--config", str(cfg)]) == 0
     table = capsys.readouterr().out

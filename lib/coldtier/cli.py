@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="move data: plan, read, write, commit")
     common(r)
     r.add_argument("--trigger", default="available-now",
-                   help="once | available-now | processing-time=15s (default: available-now)")
+                   help="once (one batch per table) | available-now (every batch visible now; the default) | "
+                        "processing-time=INTERVAL (a loop: 500ms, 15s, 2m, 1h or '15 seconds')")
     r.add_argument("--max-batches", type=int, help="stop after N batches in all")
     r.add_argument("--stop-grace", type=float, default=30.0, metavar="SECONDS",
                    help="after SIGTERM/SIGINT, cancel a batch still in flight after this long (default 30)")
@@ -89,9 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     ad.add_argument("--from", dest="from_identity", required=True, metavar="PIPELINE/TABLE",
                     help="the identity whose batches the target holds (named by the refusing run)")
     mt = sub.add_parser("maintain", help="compact files, expire snapshots, remove orphans (same lock as run)")
-    mt.add_argument("--config", required=True)
-    mt.add_argument("--tables", help="comma-separated table names (default: all)")
-    mt.add_argument("--wait-for-lock", nargs="?", const="inf", default=None, metavar="SECONDS")
+    common(mt)
+    mt.add_argument("--wait-for-lock", nargs="?", const="inf", default=None, metavar="SECONDS",
+                    help="wait for the table's lock (a run in progress) instead of exiting with code 3")
     s = sub.add_parser("status", help="watermark, last batches, lag and backlog per table")
     common(s)
     s.add_argument("--json", action="store_true", help="one JSON object per table")

@@ -28,10 +28,12 @@ from coldtier.errors import (  # noqa: F401  (EXIT_* re-exported: cli.EXIT_SCHEM
     EXIT_OK,
     EXIT_RUNTIME,
     EXIT_SCHEMA,
+    NeedsSpark,
     classify,
 )
-from coldtier.ledger import Ledger, LedgerInconsistent
-from coldtier.lock import AdvisoryLock, Fence
+from coldtier.handoff import attach_stderr, write_pidfile
+from coldtier.ledger import Ledger, LedgerInconsistent, open_ledger
+from coldtier.lock import table_lock
 from coldtier.loop import (
     FaultHook,
     Planner,
@@ -39,19 +41,19 @@ from coldtier.loop import (
     TableRunner,
     Trigger,
     emit_json,
-    lag_behind,
     ledger_watermark,
     resolve_cursor,
     run_tables,
     source_client,
 )
 from coldtier.metrics import RunMetrics
-from coldtier.offset import Offset, offset_fields
+from coldtier.offset import Offset
 from coldtier.sinks import make_sink
 from coldtier.spark import shield_jvm_from_stop_signals
+from coldtier.views import plan_doc, status_doc
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="coldtier", description="ClickHouse → Iceberg, exactly once.")
     ap.add_argument("--version", action="version", version=f"coldtier {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -99,48 +101,12 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def table_lock(cfg: AppConfig, t: Any) -> AdvisoryLock:
-    """The advisory lock of one pipeline/table, fenced by its owner epoch in the ledger."""
-    lc = cfg.ledger
-    return AdvisoryLock(lc.dsn, f"coldtier/{cfg.pipeline}/{t.name}", lc.connect_timeout_s,
-                        Fence(lc.schema, cfg.pipeline, t.name), None, lc.statement_timeout_s,
-                        lc.tcp_timeout_s)
-
-
 def _tables(cfg: AppConfig, arg: str | None) -> list[str] | None:
     return [t.strip() for t in arg.split(",") if t.strip()] if arg else None
 
 
-def _ledger(cfg: AppConfig) -> Ledger:
-    lc = cfg.ledger
-    return Ledger(lc.dsn, lc.schema, lc.connect_timeout_s, statement_timeout_s=lc.statement_timeout_s,
-                  tcp_timeout_s=lc.tcp_timeout_s)
-
-
-def plan_doc(cfg: AppConfig, ledger: Ledger, t: Any) -> dict[str, Any]:
-    """What the next run would do for one table (``plan``, ``validate``): replay the batch left
-    planned, plan the next one, or nothing (caught up)."""
-    client = source_client(cfg, t)
-    spec, _ = resolve_cursor(client, t)
-    last = ledger.last_batch(cfg.pipeline, t.name)
-    if last is not None and last.status == "planned":
-        rng, rows, parts, bid, kind = last.rng, last.planned_rows, last.parts, last.batch_id, "replay"
-    else:
-        lo = last.rng.hi if last else None
-        planned = Planner(client, t, spec).plan(lo)
-        rng, rows, parts = planned.rng, planned.rows, planned.partitions
-        bid, kind = (last.batch_id if last else 0) + 1, "next"
-        if rng is None:
-            return {"pipeline": cfg.pipeline, "table": t.name, "batch_id": None, "kind": "caught-up",
-                    **offset_fields(spec, "start", lo), **offset_fields(spec, "end", None),
-                    "planned_rows": 0, "partitions": 0}
-    return {"pipeline": cfg.pipeline, "table": t.name, "batch_id": bid, "kind": kind,
-            **offset_fields(spec, "start", rng.lo), **offset_fields(spec, "end", rng.hi),
-            "planned_rows": rows, "partitions": len(parts)}
-
-
 def cmd_plan(cfg: AppConfig, names: list[str] | None) -> int:
-    ledger = _ledger(cfg)
+    ledger = open_ledger(cfg)
     try:
         ledger.ensure_schema()
         for t in cfg.select(names):
@@ -150,44 +116,11 @@ def cmd_plan(cfg: AppConfig, names: list[str] | None) -> int:
     return EXIT_OK
 
 
-def _ago(when: Any) -> str:
-    if not isinstance(when, dt.datetime):
-        return ""
-    secs = max(0, int((dt.datetime.now(dt.UTC) - when.astimezone(dt.UTC)).total_seconds()))
-    return f", {secs // 3600} h {secs % 3600 // 60} min ago" if secs >= 3600 else \
-        f", {secs // 60} min ago" if secs >= 60 else f", {secs} s ago"
-
-
-def last_batch_text(batches: list[dict[str, Any]]) -> str:
-    """The newest batch for people: ``batch 7 committed 2,500 rows, 4 min ago``."""
-    if not batches:
-        return "-"
-    b = batches[0]
-    if b["status"] == "committed":
-        return f"batch {b['batch_id']} committed {b['rows']:,} rows{_ago(b.get('committed_at'))}"
-    return f"batch {b['batch_id']} {b['status']} ({b['planned_rows']:,} rows planned)"
-
-
 def cmd_status(cfg: AppConfig, names: list[str] | None, as_json: bool) -> int:
-    ledger = _ledger(cfg)
-    docs = []
+    ledger = open_ledger(cfg)
     try:
         ledger.ensure_schema()
-        for t in cfg.select(names):
-            client = source_client(cfg, t)
-            spec, _ = resolve_cursor(client, t)
-            _, wm_batch, wm = ledger.watermark(cfg.pipeline, t.name)
-            backlog = Planner(client, t, spec).backlog(wm)
-            now_ms = int(client.scalar("SELECT toUnixTimestamp64Milli(now64(3, 'UTC'))"))
-            age = round(now_ms / 1000 - spec.ticks_to_seconds(wm.ts), 1) if wm and wm.ts is not None else None
-            recent = ledger.recent(cfg.pipeline, t.name, 5)
-            docs.append({
-                "pipeline": cfg.pipeline, "table": t.name, "watermark_batch": wm_batch,
-                **offset_fields(spec, "watermark", wm), "source_lag_s": lag_behind(age, backlog),
-                "backlog_rows": backlog, "last_batch_text": last_batch_text(recent),
-                "last_batches": [{k: v.isoformat() if isinstance(v, dt.datetime) else v
-                                  for k, v in b.items()} for b in recent],
-            })
+        docs = [status_doc(cfg, ledger, t) for t in cfg.select(names)]
     finally:
         ledger.close()
     if as_json:
@@ -201,8 +134,7 @@ def cmd_status(cfg: AppConfig, names: list[str] | None, as_json: bool) -> int:
         batch = d["watermark_batch"] if d["watermark_batch"] is not None else "-"
         lag = d["source_lag_s"] if d["source_lag_s"] is not None else "-"
         print(f"{d['table']:<16} {batch:>6}  {d['watermark_text'] or '-':<34} {lag:>8} "
-              f"{d['backlog_rows']:>9,}  "
-              f"{d['last_batch_text']}")
+              f"{d['backlog_rows']:>9,}  {d['last_batch_text']}")
     return EXIT_OK
 
 
@@ -210,7 +142,7 @@ def cmd_maintain(cfg: AppConfig, names: list[str] | None, wait_for_lock: float |
     """Table maintenance under the run lock, so it never overlaps a batch of the same table."""
     from coldtier.maintenance import maintain
 
-    ledger = _ledger(cfg)
+    ledger = open_ledger(cfg)
     ledger.ensure_schema()
     tables = cfg.select(names)
     locks = [table_lock(cfg, t) for t in tables]
@@ -239,7 +171,7 @@ def cmd_maintain(cfg: AppConfig, names: list[str] | None, wait_for_lock: float |
 
 
 def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
-    ledger = _ledger(cfg)
+    ledger = open_ledger(cfg)
     ledger.ensure_schema()
     locks = [table_lock(cfg, t) for t in cfg.select(names)]
     try:
@@ -269,7 +201,7 @@ def cmd_adopt(cfg: AppConfig, names: list[str] | None, from_identity: str) -> in
         raise ValueError("adopt takes one table (--tables NAME) and --from PIPELINE/TABLE")
     t = tables[0]
     old = tuple(from_identity.split("/", 1))
-    ledger = _ledger(cfg)
+    ledger = open_ledger(cfg)
     ledger.ensure_schema()
     lock = table_lock(cfg, t)
     try:
@@ -321,7 +253,7 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
     since_s = _when(since, _time.time())
     until_s = _when(until, _time.time())
     assert since_s is not None
-    ledger = _ledger(cfg)
+    ledger = open_ledger(cfg)
     ledger.ensure_schema()
     tables = cfg.select(names)
     locks = [table_lock(cfg, t) for t in tables]
@@ -365,42 +297,6 @@ def _needs_spark(cfg: AppConfig, names: list[str] | None, ledger: Ledger) -> boo
     return False
 
 
-class NeedsSpark(Exception):
-    """Raised where ``run`` would start Spark, when the launcher runs it ahead (``prerun``)."""
-
-
-def _no_spark(cfg: AppConfig) -> Any:
-    raise NeedsSpark()
-
-
-def prerun(job_args: list[str], remote_driver: bool = False) -> int | None:
-    """For the launcher (scripts/spark-submit.sh), before any JVM: ``run`` as far as it goes
-    without Spark. Returns its exit code when the run ends there: nothing to do (the caught-up
-    lines and the metrics written, exit 0), or a failure the driver would meet the same way (a
-    held lock, a wrong password, a missing cursor column: the same message and code, in about a
-    second instead of a JVM's start). None: launch (rows to move, a processing-time loop, or
-    another command). With the driver in the cluster (``remote_driver``) a service this host
-    cannot reach may still be reachable from there: such failures launch too."""
-    try:
-        args = _parser().parse_args(job_args)
-    except SystemExit as exc:  # usage error (argparse said why) or --help
-        return int(exc.code or 0)
-    if args.command != "run":
-        return None
-    secrets: tuple[str, ...] = ()
-    try:
-        cfg = config_mod.load(args.config)
-        secrets = cfg.secrets()
-        return _dispatch(cfg, args, _no_spark)
-    except NeedsSpark:
-        return None
-    except Exception as exc:
-        code, what = classify(exc)
-        if remote_driver and code in (EXIT_RUNTIME, EXIT_INTERNAL):
-            return None
-        return _fail(code, what, exc, secrets)
-
-
 def spark_session(cfg: AppConfig) -> Any:
     from coldtier import deps
     from coldtier.spark import build_session, iceberg_catalog_conf
@@ -421,16 +317,13 @@ def spark_session(cfg: AppConfig) -> Any:
 def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batches: int | None,
             wait_for_lock: float | None, emit: Callable[[dict[str, Any]], None] = emit_json,
             stop_grace_s: float = 30.0, spark_factory: Callable[[AppConfig], Any] | None = None) -> int:
-    ledger = _ledger(cfg)
+    ledger = open_ledger(cfg)
     ledger.ensure_schema()
     tables = cfg.select(names)
     locks = [table_lock(cfg, t) for t in tables]
     stop = StopFlag(grace_s=stop_grace_s)
     stop.install()
-    pidfile = os.environ.get("COLDTIER_DRIVER_PIDFILE")  # set by coldtier.submit to forward signals
-    if pidfile:
-        with open(pidfile, "w") as fh:
-            fh.write(str(os.getpid()))
+    write_pidfile()  # under the launcher, stop signals come here
     metrics = RunMetrics(cfg.metrics, cfg.pipeline)
     runners: list[TableRunner] = []
     report: bool = False  # a run that never got its locks reports nothing: the holder does
@@ -505,21 +398,19 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
 
 
 def main(argv: list[str] | None = None) -> int:
-    from coldtier.submit import attach_stderr
-
     attach_stderr()  # under scripts/spark-submit.sh: messages to its stderr, not among the JSON
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     secrets: tuple[str, ...] = ()
     try:
         cfg = config_mod.load(args.config)
         secrets = cfg.secrets()
-        return _dispatch(cfg, args, None)
+        return dispatch(cfg, args, None)
     except Exception as exc:
         code, what = classify(exc)
-        return _fail(code, what, exc, secrets)
+        return fail(code, what, exc, secrets)
 
 
-def _dispatch(cfg: AppConfig, args: argparse.Namespace,
+def dispatch(cfg: AppConfig, args: argparse.Namespace,
               spark_factory: Callable[[AppConfig], Any] | None) -> int:
     names = _tables(cfg, args.tables)
     cfg.select(names)
@@ -548,7 +439,7 @@ def _dispatch(cfg: AppConfig, args: argparse.Namespace,
                    spark_factory=spark_factory)
 
 
-def _fail(code: int, what: str, exc: BaseException, secrets: tuple[str, ...]) -> int:
+def fail(code: int, what: str, exc: BaseException, secrets: tuple[str, ...]) -> int:
     text = " ".join(str(exc).split())
     if len(text) > 2000:
         text = text[:2000] + " …"

@@ -16,6 +16,10 @@ EXIT_OK, EXIT_INTERNAL, EXIT_CONFIG, EXIT_LOCK, EXIT_RUNTIME, EXIT_LEDGER, EXIT_
 EXIT_MISMATCH = 7
 
 
+class NeedsSpark(Exception):
+    """Raised where ``run`` would start Spark, when the launcher runs it ahead (``precheck``)."""
+
+
 def classify(exc: BaseException) -> tuple[int, str]:
     """The exit code and the message's lead for an exception that ends a command."""
     from coldtier.clickhouse_http import ClickHouseError, ClickHouseUnreachable

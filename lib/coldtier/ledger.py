@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg2
 import psycopg2.extensions
@@ -23,6 +23,9 @@ import psycopg2.extras
 from coldtier import pg
 from coldtier.offset import Offset
 from coldtier.planning import Range, range_from_json, range_to_json
+
+if TYPE_CHECKING:
+    from coldtier.config import AppConfig
 
 T = TypeVar("T")
 
@@ -356,3 +359,10 @@ def where(dsn: str) -> str:
 
 def _first_line(exc: BaseException | None) -> str:
     return str(exc).strip().splitlines()[0] if exc else "unknown error"
+
+
+def open_ledger(cfg: AppConfig) -> Ledger:
+    """The ledger a config names, with its timeouts (connected on first use)."""
+    lc = cfg.ledger
+    return Ledger(lc.dsn, lc.schema, lc.connect_timeout_s, statement_timeout_s=lc.statement_timeout_s,
+                  tcp_timeout_s=lc.tcp_timeout_s)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 
 from coldtier import pg
+
+if TYPE_CHECKING:
+    from coldtier.config import AppConfig, TableConfig
 
 
 class LockHeld(RuntimeError):
@@ -157,3 +160,11 @@ class AdvisoryLock:
             with suppress(psycopg2.Error):
                 self._run("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (self.key,))
             self._drop()
+
+
+def table_lock(cfg: AppConfig, t: TableConfig) -> AdvisoryLock:
+    """The advisory lock of one pipeline/table, fenced by its owner epoch in the ledger."""
+    lc = cfg.ledger
+    return AdvisoryLock(lc.dsn, f"coldtier/{cfg.pipeline}/{t.name}", lc.connect_timeout_s,
+                        Fence(lc.schema, cfg.pipeline, t.name), None, lc.statement_timeout_s,
+                        lc.tcp_timeout_s)

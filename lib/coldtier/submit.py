@@ -23,7 +23,6 @@ import os
 import select
 import shlex
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from typing import BinaryIO
 from coldtier import config as config_mod
 from coldtier import deps
 from coldtier.config import ConfigError, mask
+from coldtier.handoff import DRIVER_PIDFILE_VAR, DRIVER_STDERR_VAR
 
 _SECRET_CONF = ("password", "secret", "token", "access.key", "credential", ".header.", "dsn")
 # Spark's own default, plus the secrets of Iceberg REST catalogs (credential, header.*) and DSNs
@@ -50,9 +50,6 @@ def redaction_regex(current: str | None) -> str:
     return base if COLDTIER_REDACTION in base else f"{base}|{COLDTIER_REDACTION}"
 
 
-# The launcher's end of the driver's stderr (a FIFO): spark-submit's PythonRunner merges the
-# Python driver's stderr into its stdout, so the driver writes its messages here instead
-DRIVER_STDERR_VAR = "COLDTIER_DRIVER_STDERR"
 VERBOSE_VAR = "COLDTIER_VERBOSE"
 # What a quiet run keeps from Spark's log: WARN and above, less these loggers' warnings, which
 # say nothing a coldtier user can act on (native Hadoop libraries absent; the host name resolving
@@ -288,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     verbose = args.verbose or env.get(VERBOSE_VAR, "") not in ("", "0")
     if not args.print_only and Path(args.job).name == "offload.py" \
             and env.get("COLDTIER_SUBMIT_PRECHECK", "1") != "0":
-        from coldtier.cli import prerun
+        from coldtier.precheck import prerun
 
         code = prerun(list(args.job_args), remote_driver=mode == "cluster")
         if code is not None:  # nothing to do, or a failure the driver would meet: no JVM started
@@ -366,7 +363,7 @@ def supervise(cmd: list[str], env: dict[str, str], verbose: bool = False) -> int
         os.mkfifo(fifo, 0o600)
         # read-write: opening never blocks, and the driver's open for writing finds a reader
         relay_fd = os.open(fifo, os.O_RDWR)
-        env = {**env, "COLDTIER_DRIVER_PIDFILE": str(pidfile), DRIVER_STDERR_VAR: str(fifo)}
+        env = {**env, DRIVER_PIDFILE_VAR: str(pidfile), DRIVER_STDERR_VAR: str(fifo)}
         child = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
         lock = threading.Lock()
         drop = (lambda line: False) if verbose else (lambda line: line.rstrip() == JVM_BANNER)
@@ -435,25 +432,6 @@ def _relay_fifo(fd: int, stop: int, lock: threading.Lock) -> None:
             if pending:
                 _write_err(pending + b"\n", lock)
             return
-
-
-def attach_stderr() -> None:
-    """In the driver: send this process's stderr to the launcher's (``supervise``) instead of
-    spark-submit's stdout, where PythonRunner would merge it with the progress JSON. Nothing
-    happens outside the launcher (a plain ``python -m coldtier``, a driver in the cluster)."""
-    path = os.environ.pop(DRIVER_STDERR_VAR, None)
-    if not path:
-        return
-    try:
-        if not stat.S_ISFIFO(os.stat(path).st_mode):
-            return
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO: the launcher is gone
-    except OSError:
-        return
-    os.set_blocking(fd, True)
-    sys.stderr.flush()
-    os.dup2(fd, 2)
-    os.close(fd)
 
 
 if __name__ == "__main__":

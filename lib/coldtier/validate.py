@@ -37,10 +37,10 @@ def _attempt(what: str, fn: Callable[[], str]) -> Check:
 
 
 def checks(cfg: AppConfig, names: list[str] | None) -> Iterator[Check]:
-    from coldtier.cli import plan_doc, table_lock
     from coldtier.ledger import Ledger, where
-    from coldtier.lock import AdvisoryLock, LockHeld
+    from coldtier.lock import AdvisoryLock, LockHeld, table_lock
     from coldtier.loop import source_client
+    from coldtier.views import plan_doc
 
     tables = cfg.select(names)
     yield Check("ok", "config", f"{cfg.path}: pipeline {cfg.pipeline}, {len(tables)} of {len(cfg.tables)} "

@@ -126,7 +126,7 @@ sys.stderr.buffer.write({JVM_BANNER!r} + b"\\n")
 print("26/01/01 00:00:00 WARN Spark: a warning", file=sys.stderr, flush=True)
 driver = (
     "import sys\\n"
-    "from coldtier.submit import attach_stderr\\n"
+    "from coldtier.handoff import attach_stderr\\n"
     "attach_stderr()\\n"
     "print('{{\\"progress\\": 2}}', flush=True)\\n"
     "print('coldtier: a message', file=sys.stderr, flush=True)\\n"

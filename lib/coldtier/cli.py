@@ -29,6 +29,7 @@ from coldtier.errors import (  # noqa: F401  (EXIT_* re-exported: cli.EXIT_SCHEM
     EXIT_RUNTIME,
     EXIT_SCHEMA,
     NeedsSpark,
+    UsageError,
     classify,
 )
 from coldtier.handoff import attach_stderr, write_pidfile
@@ -198,7 +199,7 @@ def cmd_adopt(cfg: AppConfig, names: list[str] | None, from_identity: str) -> in
     old watermark), so the next run goes on from there instead of copying everything again."""
     tables = cfg.select(names)
     if len(tables) != 1 or "/" not in from_identity:
-        raise ValueError("adopt takes one table (--tables NAME) and --from PIPELINE/TABLE")
+        raise UsageError("adopt takes one table (--tables NAME) and --from PIPELINE/TABLE")
     t = tables[0]
     old = tuple(from_identity.split("/", 1))
     ledger = open_ledger(cfg)
@@ -236,7 +237,7 @@ def _when(text: str | None, now: float) -> int | None:
     try:
         when = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"bad time {text!r}: use 2026-11-27T10:00:00 (UTC) or 6h / 2d ago") from None
+        raise UsageError(f"bad time {text!r}: use 2026-11-27T10:00:00 (UTC) or 6h / 2d ago") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return int(when.timestamp())

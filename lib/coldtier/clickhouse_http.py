@@ -15,20 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class ClickHouseError(RuntimeError):
-    """ClickHouse answered with an error (``code`` is ClickHouse's error code)."""
-
-    def __init__(self, code: int, message: str, endpoint: str) -> None:
-        super().__init__(f"ClickHouse at {endpoint} answered error {code}: {message}")
-        self.code = code
-        self.server_message = message
-        self.endpoint = endpoint
-
-
-class ClickHouseUnreachable(RuntimeError):
-    """No connection to ClickHouse within the connect timeout, or no answer within the read
-    timeout."""
+from coldtier.errors import ClickHouseError, ClickHouseUnreachable
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from coldtier.errors import ConfigError
 from coldtier.types import COLUMN_CHOICES
 
 CURSOR_MODES = ("timestamp+incrementing", "incrementing", "timestamp")
@@ -25,10 +26,6 @@ _PARTITION_RE = re.compile(
     r"^([A-Za-z_][A-Za-z0-9_]*|(years|months|days|hours|identity|bucket|truncate)\("
     r"(\d+,\s*)?[A-Za-z_][A-Za-z0-9_]*(,\s*\d+)?\))$")
 _SECRET_KEYS = ("password", "secret", "key", "token", "dsn")
-
-
-class ConfigError(ValueError):
-    """The configuration is unusable; the message says what and where."""
 
 
 @dataclass(frozen=True)

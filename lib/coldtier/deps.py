@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from coldtier.errors import DependencyError
+
 
 def repo_root() -> Path:
     env = os.environ.get("COLDTIER_HOME")
@@ -50,10 +52,6 @@ def load(path: Path | None = None) -> Dependencies:
 
 # Spark settings that change what Ivy resolves (a private mirror, an ivysettings file, ...)
 IVY_KEYS = ("spark.jars.repositories", "spark.jars.ivySettings", "spark.jars.ivy", "spark.jars.excludes")
-
-
-class DependencyError(RuntimeError):
-    """The packages could not be resolved (no network, a coordinate that does not exist)."""
 
 
 def spark_submit_binary() -> str:

@@ -21,6 +21,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from coldtier import pg
+from coldtier.errors import LedgerError, LedgerInconsistent
 from coldtier.offset import Offset
 from coldtier.planning import Range, range_from_json, range_to_json
 
@@ -85,14 +86,6 @@ CREATE TABLE IF NOT EXISTS {s}.watermarks (
     PRIMARY KEY (pipeline, table_name)
 );
 """
-
-
-class LedgerError(RuntimeError):
-    """The ledger cannot be reached or used."""
-
-
-class LedgerInconsistent(RuntimeError):
-    """The ledger contradicts itself or the sink; an operator must decide (recover-ledger)."""
 
 
 @dataclass(frozen=True)

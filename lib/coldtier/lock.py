@@ -18,17 +18,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg2
 
 from coldtier import pg
+from coldtier.errors import FencedOut, LockHeld
 
 if TYPE_CHECKING:
     from coldtier.config import AppConfig, TableConfig
-
-
-class LockHeld(RuntimeError):
-    """Another run holds the lock."""
-
-
-class FencedOut(LockHeld):
-    """This run lost its lock to another instance while a batch was in flight."""
 
 
 @dataclass(frozen=True)

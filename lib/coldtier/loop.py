@@ -24,6 +24,7 @@ from typing import Any
 
 from coldtier.clickhouse_http import ClickHouseHTTP
 from coldtier.config import AppConfig, TableConfig
+from coldtier.errors import UsageError
 from coldtier.ledger import Batch, BatchMetrics, Ledger, LedgerInconsistent
 from coldtier.offset import CursorSpec, Offset, offset_fields
 from coldtier.planning import (
@@ -587,14 +588,14 @@ class Trigger:
             raw = text.split("=", 1)[1].strip()
             m = _INTERVAL.match(raw)
             if m is None:
-                raise ValueError(f"bad trigger interval {raw!r}: a number and a unit, ms, s, m or h (e.g. "
+                raise UsageError(f"bad trigger interval {raw!r}: a number and a unit, ms, s, m or h (e.g. "
                                  f"processing-time=15s, processing-time=500ms) or Spark's spelling "
                                  f"(processing-time='15 seconds')")
             secs = float(m.group(1)) * _UNITS[m.group(2).lower()]
             if secs <= 0:
-                raise ValueError(f"bad trigger interval {raw!r}: the interval must be positive")
+                raise UsageError(f"bad trigger interval {raw!r}: the interval must be positive")
             return cls("processing-time", secs)
-        raise ValueError(f"unknown trigger {text!r}: use once, available-now or processing-time=15s")
+        raise UsageError(f"unknown trigger {text!r}: use once, available-now or processing-time=15s")
 
 
 def run_tables(runners: list[TableRunner], trigger: Trigger, max_batches: int | None,

@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from coldtier.config import CursorConfig
+from coldtier.errors import CursorTypeError
 
 _DT64 = re.compile(r"^DateTime64\((\d)(?:\s*,\s*'[^']*')?\)$")
 _DT = re.compile(r"^DateTime(?:\('[^']*'\))?$")
 _INT = re.compile(r"^U?Int(8|16|32|64)$")
-
-
-class CursorTypeError(ValueError):
-    """A cursor column has a type that cannot order rows."""
 
 
 @dataclass(frozen=True, order=True)

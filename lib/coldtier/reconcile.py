@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coldtier.clickhouse_http import ClickHouseHTTP
+from coldtier.errors import UsageError
 from coldtier.offset import CursorSpec, Offset
 from coldtier.types import ColumnMapping, spark_quote, unique_name
 
@@ -37,7 +38,7 @@ def parse_bucket(text: str) -> int:
     """'1h' / '15m' / '1d' / '30s' → seconds."""
     m = re.fullmatch(r"(\d+)\s*([smhd])", text.strip())
     if not m or int(m.group(1)) == 0:
-        raise ValueError(f"bad --bucket {text!r}: use e.g. 15m, 1h, 1d")
+        raise UsageError(f"bad --bucket {text!r}: use e.g. 15m, 1h, 1d")
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
@@ -81,7 +82,7 @@ def _micros(mappings: list[ColumnMapping], ts_col: str) -> ColumnMapping:
     for m in mappings:
         if m.name == ts_col.strip("`"):
             return m
-    raise ValueError(f"the cursor's timestamp column {ts_col} is not copied")
+    raise UsageError(f"the cursor's timestamp column {ts_col} is not copied")
 
 
 def source_buckets(client: ClickHouseHTTP, source_table: str, spec: CursorSpec, mappings: list[ColumnMapping],
@@ -268,7 +269,7 @@ def reconcile_table(spark: Any, client: ClickHouseHTTP, source: Any, sink: Any, 
     ``source_expired`` buckets are reported but do not count."""
     t, spec, mappings = source.table, source.spec, source.mappings
     if spec.ts_col is None:
-        raise ValueError(f"table {t.name!r}: reconcile buckets by the timestamp column; "
+        raise UsageError(f"table {t.name!r}: reconcile buckets by the timestamp column; "
                          f"this table's cursor has none")
     clip = clip_to_watermark(spec, mappings, wm)
 

@@ -14,21 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from coldtier.config import TargetConfig
+from coldtier.errors import SchemaConflict, ShortRead  # noqa: F401  (also importable from here)
 from coldtier.ledger import Batch
 
 P_PIPELINE = "coldtier.pipeline"
 P_TABLE = "coldtier.table"
 P_BATCH = "coldtier.batch-id"
 P_END = "coldtier.end-cursor"
-
-
-class ShortRead(RuntimeError):
-    """A batch read fewer rows than it planned: rows vanished from its range (a lagging replica,
-    a TTL, a mutation). Nothing was published; the batch is replayed by the next run."""
-
-
-class SchemaConflict(RuntimeError):
-    """The source and the target table disagree in a way coldtier must not paper over."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from coldtier.clickhouse_http import ClickHouseHTTP
 from coldtier.config import SourceConfig, TableConfig
+from coldtier.errors import SourceDataError, SourceSchemaError  # noqa: F401  (also importable from here)
 from coldtier.ledger import Batch
 from coldtier.offset import CursorSpec
 from coldtier.planning import predicate
@@ -26,14 +27,6 @@ UTF8_MARK = "coldtier: invalid UTF-8"
 class SourceColumn:
     name: str
     ch_type: str
-
-
-class SourceSchemaError(RuntimeError):
-    """The source table is missing or cannot be read as configured."""
-
-
-class SourceDataError(RuntimeError):
-    """A batch holds values coldtier refuses to copy inexactly (e.g. bytes that are not UTF-8)."""
 
 
 def column_mappings(columns: list[SourceColumn], table: TableConfig) -> list[ColumnMapping]:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from coldtier.errors import UnsupportedColumn
+
 # Per-column choices in YAML (tables[].columns.<name>).
 COLUMN_CHOICES = ("string", "binary", "exclude")
 
@@ -39,10 +41,6 @@ _BIG_INT = ("Int64", "UInt32")
 # Java's canonical NaN bit patterns (Float.floatToIntBits / Double.doubleToLongBits).
 _NAN32 = 2143289344
 _NAN64 = 9221120237041090560
-
-
-class UnsupportedColumn(ValueError):
-    """A source column whose type coldtier cannot copy exactly (as configured)."""
 
 
 def quote(name: str) -> str:

@@ -1,0 +1,40 @@
+"""Exit codes come from the failure's class, never from guesswork."""
+
+import pytest
+
+from coldtier import errors
+from coldtier.errors import classify
+
+
+@pytest.mark.parametrize(("exc", "code"), [
+    (errors.ConfigError("x"), 2), (errors.UsageError("x"), 2), (errors.LockHeld("x"), 3),
+    (errors.FencedOut("x"), 3), (errors.ClickHouseError(516, "auth", "http://h"), 4),
+    (errors.ClickHouseUnreachable("x"), 4), (errors.LedgerError("x"), 4), (errors.ShortRead("x"), 4),
+    (errors.DependencyError("x"), 4), (errors.LedgerInconsistent("x"), 5), (errors.SourceSchemaError("x"), 6),
+    (errors.SchemaConflict("x"), 6), (errors.SourceDataError("x"), 6),
+])
+def test_each_failure_carries_its_exit_code(exc, code):
+    assert classify(exc)[0] == code == exc.exit_code
+
+
+def test_what_is_not_named_is_an_internal_error():
+    # a stray ValueError is a bug, not "fix your config" (exit 2 would stop every retry)
+    assert classify(ValueError("x")) == (1, "internal error (ValueError)")
+    assert classify(KeyError("x"))[0] == 1
+
+
+def test_spark_and_driver_errors_are_translated_by_kind():
+    def named(name):
+        return type(name, (Exception,), {})()
+    assert classify(named("AnalysisException"))[0] == 6  # a table or column Spark cannot resolve
+    assert classify(named("Py4JJavaError"))[0] == 4
+    assert classify(named("OperationalError"))[0] == 4  # psycopg2: the server went away
+
+
+def test_every_exception_is_importable_where_it_was():
+    from coldtier import clickhouse_http, config, ledger, lock, sinks, source
+
+    assert config.ConfigError is errors.ConfigError and lock.LockHeld is errors.LockHeld
+    assert ledger.LedgerInconsistent is errors.LedgerInconsistent and sinks.ShortRead is errors.ShortRead
+    assert source.SourceDataError is errors.SourceDataError
+    assert clickhouse_http.ClickHouseError is errors.ClickHouseError

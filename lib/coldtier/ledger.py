@@ -24,6 +24,7 @@ from coldtier import pg
 from coldtier.errors import LedgerError, LedgerInconsistent
 from coldtier.offset import Offset
 from coldtier.planning import Range, range_from_json, range_to_json
+from coldtier.records import Batch, BatchMetrics
 
 if TYPE_CHECKING:
     from coldtier.config import AppConfig
@@ -86,33 +87,6 @@ CREATE TABLE IF NOT EXISTS {s}.watermarks (
     PRIMARY KEY (pipeline, table_name)
 );
 """
-
-
-@dataclass(frozen=True)
-class Batch:
-    pipeline: str
-    table: str
-    batch_id: int
-    status: str
-    rng: Range
-    parts: tuple[Range, ...]
-    planned_rows: int
-    snapshot_id: int | None = None
-    rows: int | None = None
-    attempts: int = 1
-
-
-@dataclass(frozen=True)
-class BatchMetrics:
-    rows: int
-    snapshot_id: int | None
-    plan_s: float
-    read_s: float
-    write_s: float
-    commit_s: float
-    total_s: float
-    source_lag_s: float | None
-    backlog_rows: int | None
 
 
 @dataclass

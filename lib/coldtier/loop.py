@@ -24,8 +24,8 @@ from typing import Any
 
 from coldtier.clickhouse_http import ClickHouseHTTP
 from coldtier.config import AppConfig, TableConfig
-from coldtier.errors import UsageError
-from coldtier.ledger import Batch, BatchMetrics, Ledger, LedgerInconsistent
+from coldtier.errors import LedgerInconsistent, ShortRead, UsageError
+from coldtier.ledger import Ledger
 from coldtier.offset import CursorSpec, Offset, offset_fields
 from coldtier.planning import (
     PlannedRange,
@@ -35,7 +35,8 @@ from coldtier.planning import (
     parse_plan_row,
     plan_query,
 )
-from coldtier.sinks import ShortRead, make_sink
+from coldtier.records import Batch, BatchMetrics
+from coldtier.sinks import make_sink
 from coldtier.source import (
     UTF8_MARK,
     JdbcSource,

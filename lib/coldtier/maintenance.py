@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from coldtier.config import MaintenanceConfig, TargetConfig
-from coldtier.sink_iceberg import IcebergSink
+from coldtier.sinks.iceberg import IcebergSink
 
 MB = 1024 * 1024
 

@@ -14,9 +14,9 @@ from typing import Any
 from coldtier.clickhouse_http import ClickHouseHTTP
 from coldtier.config import SourceConfig, TableConfig
 from coldtier.errors import SourceDataError, SourceSchemaError  # noqa: F401  (also importable from here)
-from coldtier.ledger import Batch
 from coldtier.offset import CursorSpec
 from coldtier.planning import predicate
+from coldtier.records import Batch
 from coldtier.types import ColumnMapping, UnsupportedColumn, map_columns, quote, spark_quote, wire_names
 
 CH_DRIVER = "com.clickhouse.jdbc.ClickHouseDriver"

@@ -216,7 +216,7 @@ def test_a_batch_published_twice_is_refused_naming_both_snapshots(job, spark, ca
     code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0, err
     from coldtier import config as config_mod
-    from coldtier.sink_iceberg import IcebergSink
+    from coldtier.sinks.iceberg import IcebergSink
 
     sink = IcebergSink(spark, config_mod.load(cfg).tables[0].target)
     first = sink.find_batch(job.pipeline, "twice", 2).snapshot_id

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coldtier.config import TargetConfig
-from coldtier.ledger import Batch
-from coldtier.sinks import (
+from coldtier.records import Batch
+from coldtier.sinks.base import (
     P_BATCH,
     P_END,
     P_PIPELINE,

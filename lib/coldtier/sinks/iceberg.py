@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from coldtier.config import TargetConfig
-from coldtier.ledger import Batch, LedgerInconsistent
-from coldtier.sinks import (
+from coldtier.errors import LedgerInconsistent
+from coldtier.records import Batch
+from coldtier.sinks.base import (
     P_BATCH,
     P_END,
     P_PIPELINE,
@@ -39,7 +40,7 @@ from coldtier.sinks import (
     newest_per_identity,
     of_identity,
 )
-from coldtier.sinks import quote as _q
+from coldtier.sinks.base import quote as _q
 
 __all__ = ["IcebergSink", "SchemaConflict", "SnapshotInfo"]
 

@@ -1,4 +1,4 @@
-"""The sink interface, and the choice of sink per table (``target.format`` in YAML).
+"""What every sink shares: the interface, the batch identity it writes and finds again.
 
 A sink makes a batch durable as one atomic commit that carries the batch's identity
 (pipeline, table, batch id, end cursor) and can find that commit again: the ledger check and
@@ -10,24 +10,15 @@ idempotent-write transaction (``txnAppId``/``txnVersion``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from coldtier.config import TargetConfig
 from coldtier.errors import SchemaConflict, ShortRead  # noqa: F401  (also importable from here)
-from coldtier.ledger import Batch
+from coldtier.records import Batch, SnapshotInfo
 
 P_PIPELINE = "coldtier.pipeline"
 P_TABLE = "coldtier.table"
 P_BATCH = "coldtier.batch-id"
 P_END = "coldtier.end-cursor"
-
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    snapshot_id: int  # Iceberg snapshot id / Delta table version
-    batch_id: int
-    added_rows: int
 
 
 class Sink(Protocol):
@@ -97,13 +88,3 @@ def new_columns(ident: str, current: Any, source: Any) -> list[Any]:
 
 def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
-
-
-def make_sink(spark: Any, target: TargetConfig) -> Sink:
-    if target.format == "delta":
-        from coldtier.sink_delta import DeltaSink
-
-        return DeltaSink(spark, target)
-    from coldtier.sink_iceberg import IcebergSink
-
-    return IcebergSink(spark, target)

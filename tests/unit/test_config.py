@@ -149,3 +149,16 @@ def test_maintenance_retention_has_a_floor_unless_unsafe_is_named(tmp_path, key)
         load(write(tmp_path, text), {"CH_PW": "x"})
     unsafe = GOOD + f"maintenance: {{{key}: 0, unsafe_short_retention: true}}\n"
     assert load(write(tmp_path, unsafe), {"CH_PW": "x"}).maintenance.unsafe_short_retention is True
+
+
+def test_every_environment_variable_is_documented():
+    import re
+
+    from helpers import ROOT
+
+    table = (ROOT / "docs" / "config.md").read_text().split("## Environment variables", 1)[1]
+    files = [*(ROOT / "lib").rglob("*.py"), *(ROOT / "scripts").iterdir(), *(ROOT / "conf").glob("*.yaml"),
+             ROOT / "Makefile", ROOT / ".ci" / "run", *(ROOT / "jobs").glob("*.py")]
+    used = {m for f in files if f.is_file() for m in re.findall(r"COLDTIER_[A-Z_]+[A-Z]", f.read_text())}
+    used -= {"COLDTIER_REDACTION"}  # a constant in submit.py, not a variable
+    assert used and not {v for v in used if f"`{v}`" not in table}

@@ -19,6 +19,7 @@ from typing import Any
 from coldtier import __version__
 from coldtier import config as config_mod
 from coldtier.config import AppConfig, mask
+from coldtier.driver import StopFlag, Trigger, run_tables
 from coldtier.errors import (  # noqa: F401  (EXIT_* re-exported: cli.EXIT_SCHEMA)
     EXIT_CONFIG,
     EXIT_INTERNAL,
@@ -32,24 +33,15 @@ from coldtier.errors import (  # noqa: F401  (EXIT_* re-exported: cli.EXIT_SCHEM
     UsageError,
     classify,
 )
+from coldtier.faults import FaultHook
 from coldtier.handoff import attach_stderr, write_pidfile
 from coldtier.ledger import Ledger, LedgerInconsistent, open_ledger
 from coldtier.lock import table_lock
-from coldtier.loop import (
-    FaultHook,
-    Planner,
-    StopFlag,
-    TableRunner,
-    Trigger,
-    emit_json,
-    ledger_watermark,
-    resolve_cursor,
-    run_tables,
-    source_client,
-)
+from coldtier.loop import TableRunner, emit_json, ledger_watermark
 from coldtier.metrics import RunMetrics
 from coldtier.offset import Offset
 from coldtier.sinks import make_sink
+from coldtier.source import Planner, resolve_cursor, source_client
 from coldtier.spark import shield_jvm_from_stop_signals
 from coldtier.views import plan_doc, status_doc
 

@@ -11,162 +11,28 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from coldtier.clickhouse_http import ClickHouseHTTP
 from coldtier.config import AppConfig, TableConfig
-from coldtier.errors import LedgerInconsistent, ShortRead, UsageError
+from coldtier.errors import LedgerInconsistent, ShortRead
+from coldtier.faults import FaultHook
 from coldtier.ledger import Ledger
-from coldtier.offset import CursorSpec, Offset, offset_fields
-from coldtier.planning import (
-    PlannedRange,
-    after_predicate,
-    horizon_query,
-    parse_offset,
-    parse_plan_row,
-    plan_query,
-)
+from coldtier.offset import Offset, offset_fields
 from coldtier.records import Batch, BatchMetrics
 from coldtier.sinks import make_sink
 from coldtier.source import (
     UTF8_MARK,
     JdbcSource,
+    Planner,
     SourceDataError,
-    SourceSchemaError,
-    column_mappings,
-    describe,
+    resolve_cursor,
+    source_client,
 )
-
-
-class FaultHook:
-    """Makes the phases of a batch observable, for fault-injection tests. The phases:
-    after-plan, during-read, during-write, after-sink-commit, after-ledger-commit.
-
-    ``COLDTIER_FAULT=phase[:batch_id]`` kills this process (SIGKILL) when it reaches that
-    phase; ``COLDTIER_PHASE_FILE=path`` appends ``table batch_id phase`` lines as phases
-    are reached. Unset in production: then this does nothing and watches nothing.
-
-    ``during-read`` and ``during-write`` are reached when the Spark job that streams the
-    batch from ClickHouse into Iceberg data files has running tasks: rows are being read
-    and files written, nothing is committed. (Reading and writing are one Spark job, so the
-    two name the same instant.)
-    """
-
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        env = dict(os.environ) if env is None else env
-        spec = env.get("COLDTIER_FAULT", "")
-        self.phase, _, bid = spec.partition(":")
-        self.batch_id = int(bid) if bid else None
-        self.phase_file = env.get("COLDTIER_PHASE_FILE")
-
-    @property
-    def active(self) -> bool:
-        return bool(self.phase or self.phase_file)
-
-    def __call__(self, table: str, batch_id: int, phase: str) -> None:
-        if self.phase_file:
-            with open(self.phase_file, "a") as fh:
-                fh.write(f"{table} {batch_id} {phase}\n")
-        if phase == self.phase and (self.batch_id is None or self.batch_id == batch_id):
-            sys.stdout.flush()
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    @contextmanager
-    def watch_write(self, spark: Any, table: str, batch_id: int) -> Iterator[None]:
-        """Reports during-read/during-write once the batch's Spark job has running tasks."""
-        if not self.active:
-            yield
-            return
-        done = threading.Event()
-        tracker = spark.sparkContext.statusTracker()
-
-        def running() -> bool:
-            for job_id in tracker.getActiveJobsIds():
-                info = tracker.getJobInfo(job_id)
-                for stage_id in info.stageIds if info else ():
-                    stage = tracker.getStageInfo(stage_id)
-                    if stage is not None and stage.numActiveTasks > 0:
-                        return True
-            return False
-
-        def watch() -> None:
-            while not done.is_set():
-                try:
-                    seen = running()
-                except Exception:  # a status query racing the job's end: look again
-                    seen = False
-                if seen:
-                    self(table, batch_id, "during-read")
-                    self(table, batch_id, "during-write")
-                    return
-                done.wait(0.01)
-
-        watcher = threading.Thread(target=watch, name="coldtier-phase-watch", daemon=True)
-        watcher.start()
-        try:
-            yield
-        finally:
-            done.set()
-            watcher.join(2)
-
-
-@dataclass
-class StopFlag:
-    """Set by SIGTERM/SIGINT: finish the batch in flight, then stop. If the batch in flight does
-    not finish within ``grace_s`` (a read that hangs), ``on_grace`` cancels it (the run's Spark
-    jobs): the batch stays planned, the next run replays it, and the run still ends in bounded
-    time and releases its lock."""
-
-    event: threading.Event = field(default_factory=threading.Event)
-    grace_s: float = 30.0
-    cancelled: bool = False
-    _on_grace: Callable[[], None] | None = None
-    _timer: threading.Timer | None = None
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._signalled())
-
-    def _signalled(self) -> None:
-        self.event.set()
-        self._start_timer()
-
-    def arm(self, on_grace: Callable[[], None]) -> None:
-        """What to do when the grace period ends (set once Spark is up)."""
-        self._on_grace = on_grace
-        if self.stopped:
-            self._start_timer()
-
-    def _start_timer(self) -> None:
-        if self._timer is None and self._on_grace is not None:
-            self._timer = threading.Timer(self.grace_s, self._expire)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _expire(self) -> None:
-        self.cancelled = True
-        if self._on_grace is not None:
-            self._on_grace()
-
-    def disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-    @property
-    def stopped(self) -> bool:
-        return self.event.is_set()
-
-    def sleep(self, seconds: float) -> None:
-        self.event.wait(seconds)
 
 
 @dataclass(frozen=True)
@@ -198,100 +64,6 @@ def refused_value(exc: BaseException) -> str | None:
     ``throwIf`` guards, carried through the driver and Spark), or None."""
     m = re.search(re.escape(UTF8_MARK) + r"[^'\n]*(?:to keep the bytes|does not replace them)", str(exc))
     return m.group(0).removeprefix("coldtier: ") if m else None
-
-
-_TTL_RULE_TAIL = re.compile(r"\s+(DELETE|WHERE|TO\s+DISK|TO\s+VOLUME|RECOMPRESS|GROUP\s+BY)\b.*$",
-                            re.S | re.I)
-_TTL_NOT_DELETE = re.compile(r"\s(TO\s+DISK|TO\s+VOLUME|RECOMPRESS|GROUP\s+BY)\b", re.I)
-
-
-def ttl_delete_expression(engine_full: str) -> str | None:
-    """The time expression of the first row-deleting rule of a table TTL (``… DELETE WHERE …``
-    included: it may delete unread rows), from ``system.tables.engine_full``; None if none.
-    Rules that move or recompress (``TO DISK``, ``TO VOLUME``, ``RECOMPRESS``, ``GROUP BY``) keep
-    rows and are skipped; commas inside functions do not split rules."""
-    from coldtier.types import split_args
-
-    m = re.search(r"\bTTL\s+(.+?)(?:\s+SETTINGS\b|$)", engine_full, re.S)
-    if not m:
-        return None
-    for rule in split_args(m.group(1)):
-        if not _TTL_NOT_DELETE.search(" " + rule):
-            return _TTL_RULE_TAIL.sub("", rule).strip()
-    return None
-
-
-def source_client(cfg: AppConfig, t: TableConfig) -> ClickHouseHTTP:
-    src = cfg.sources[t.connection]
-    return ClickHouseHTTP.from_jdbc_url(src.url, src.user, src.password, src.connect_timeout_s,
-                                        src.read_timeout_s)
-
-
-def resolve_cursor(client: ClickHouseHTTP, t: TableConfig) -> tuple[CursorSpec, list[Any]]:
-    from coldtier.clickhouse_http import ClickHouseError
-
-    try:
-        columns = describe(client, t.source_table)
-    except ClickHouseError as exc:
-        if exc.code in (60, 81):
-            raise SourceSchemaError(f"source table {t.source_table} of table {t.name!r} does not exist "
-                                    f"on {client.endpoint} (ClickHouse error {exc.code}).") from None
-        raise
-    types = {c.name: c.ch_type for c in columns}
-    from coldtier.offset import CursorTypeError
-
-    try:
-        spec = CursorSpec.resolve(t.cursor, types, t.source_table)
-    except CursorTypeError as exc:
-        raise SourceSchemaError(f"table {t.name!r}: {exc}") from None
-    column_mappings(columns, t)  # every column copyable exactly, or exit 6 before any plan
-    return spec, columns
-
-
-@dataclass
-class Planner:
-    """Decides the next batch of one table; needs ClickHouse's HTTP interface only."""
-
-    client: ClickHouseHTTP
-    table: TableConfig
-    spec: CursorSpec
-
-    def plan(self, lo: Offset | None, ceiling: Offset | None = None) -> PlannedRange:
-        b = self.table.batch
-        q = plan_query(self.spec, self.table.source_table, lo, b.max_rows, self.table.cursor.lag_s,
-                       b.num_partitions, ceiling)
-        rows = self.client.rows(q.sql, settings={"max_threads": "2"})
-        return parse_plan_row(self.spec, lo, rows[0])
-
-    def horizon(self) -> Offset | None:
-        """The greatest cursor visible now (after the lag): the end of an available-now run."""
-        rows = self.client.rows(horizon_query(self.spec, self.table.source_table,
-                                              self.table.cursor.lag_s))
-        return parse_offset(self.spec, rows[0]["k"]) if rows else None
-
-    def ttl_expression(self) -> str | None:
-        """The source table's row-deletion TTL expression (from its definition), if it has one."""
-        db, _, name = self.table.source_table.partition(".")
-        rows = self.client.rows(f"SELECT engine_full FROM system.tables WHERE database = '{db.strip('`')}' "
-                                f"AND name = '{name.strip('`')}'")
-        return ttl_delete_expression(rows[0]["engine_full"]) if rows else None
-
-    def ttl_margin_s(self, ttl_expr: str, lo: Offset | None) -> float | None:
-        """Seconds until the oldest unread row expires (the TTL evaluated by ClickHouse)."""
-        if self.spec.ts_col is None:
-            return None
-        if lo is not None and lo.ts is not None:
-            ts = self.spec.ts_literal(lo.ts)
-        else:
-            ts = f"(SELECT min({self.spec.ts_col}) FROM {self.table.source_table})"
-        rows = self.client.rows(
-            f"SELECT toUnixTimestamp64Milli(toDateTime64({ttl_expr}, 3)) - "
-            f"toUnixTimestamp64Milli(now64(3)) AS ms FROM (SELECT {ts} AS {self.spec.ts_col})")
-        return round(int(rows[0]["ms"]) / 1000, 1) if rows else None
-
-    def backlog(self, lo: Offset | None) -> int:
-        return int(self.client.scalar(
-            f"SELECT count() FROM {self.table.source_table} WHERE {after_predicate(self.spec, lo)}"))
 
 
 @dataclass
@@ -565,78 +337,3 @@ def emit_json(doc: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-_UNITS = {"ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001, "s": 1.0, "sec": 1.0, "secs": 1.0,
-          "second": 1.0, "seconds": 1.0, "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0,
-          "minutes": 60.0, "h": 3600.0, "hour": 3600.0, "hours": 3600.0}
-_INTERVAL = re.compile(r"^(\d+(?:\.\d+)?)\s*(" + "|".join(sorted(_UNITS, key=len, reverse=True)) + r")$",
-                       re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """``once``, ``available-now`` or ``processing-time=<interval>``; the interval is a number and
-    a unit: ``ms``/``s``/``m``/``h`` or Spark's words (``500 milliseconds``, ``15 seconds``,
-    ``1 minute``, ``2 hours``)."""
-
-    kind: str  # once | available-now | processing-time
-    interval_s: float = 0.0
-
-    @classmethod
-    def parse(cls, text: str) -> Trigger:
-        if text in ("once", "available-now"):
-            return cls(text)
-        if text.startswith("processing-time="):
-            raw = text.split("=", 1)[1].strip()
-            m = _INTERVAL.match(raw)
-            if m is None:
-                raise UsageError(f"bad trigger interval {raw!r}: a number and a unit, ms, s, m or h (e.g. "
-                                 f"processing-time=15s, processing-time=500ms) or Spark's spelling "
-                                 f"(processing-time='15 seconds')")
-            secs = float(m.group(1)) * _UNITS[m.group(2).lower()]
-            if secs <= 0:
-                raise UsageError(f"bad trigger interval {raw!r}: the interval must be positive")
-            return cls("processing-time", secs)
-        raise UsageError(f"unknown trigger {text!r}: use once, available-now or processing-time=15s")
-
-
-def run_tables(runners: list[TableRunner], trigger: Trigger, max_batches: int | None,
-               stop: StopFlag) -> int:
-    """Drive the runners sequentially per trigger; returns the number of batches committed."""
-    done = 0
-
-    def budget_left() -> bool:
-        return max_batches is None or done < max_batches
-
-    for r in runners:
-        if not budget_left():
-            break
-        if r.recover() is not None:
-            done += 1
-    if trigger.kind == "once":
-        for r in runners:
-            if stop.stopped or not budget_left():
-                break
-            if r.step() is not None:
-                done += 1
-        return done
-    if trigger.kind == "available-now":
-        ceilings = {r.table.name: r.planner.horizon() for r in runners}
-        active = [r for r in runners if ceilings[r.table.name] is not None]
-        while active and not stop.stopped and budget_left():
-            for r in list(active):
-                if stop.stopped or not budget_left():
-                    break
-                if r.step(ceilings[r.table.name]) is None:
-                    active.remove(r)
-                else:
-                    done += 1
-        return done
-    while not stop.stopped and budget_left():
-        began = time.monotonic()
-        for r in runners:
-            if stop.stopped or not budget_left():
-                break
-            if r.step() is not None:
-                done += 1
-        stop.sleep(max(0.0, trigger.interval_s - (time.monotonic() - began)))
-    return done

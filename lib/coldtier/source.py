@@ -1,4 +1,7 @@
-"""The JDBC micro-batch source (Kafka Connect's "querier"): reads one planned range.
+"""The ClickHouse micro-batch source (Kafka Connect's "querier"; PySpark's
+``DataSourceStreamReader``): describe the table and resolve its cursor, plan the next range and
+its partitions over HTTP (``Planner``: latest offset, backlog, TTL), and read one planned range
+through JDBC (``JdbcSource``).
 
 Each column crosses JDBC in a form the driver cannot get wrong and is rebuilt in Spark
 (``coldtier.types``): instants as integer epoch microseconds, dates as days, containers as
@@ -8,14 +11,23 @@ subquery and one disjoint partition predicate per Spark partition.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from coldtier.clickhouse_http import ClickHouseHTTP
-from coldtier.config import SourceConfig, TableConfig
+from coldtier.config import AppConfig, SourceConfig, TableConfig
 from coldtier.errors import SourceDataError, SourceSchemaError  # noqa: F401  (also importable from here)
-from coldtier.offset import CursorSpec
-from coldtier.planning import predicate
+from coldtier.offset import CursorSpec, Offset
+from coldtier.planning import (
+    PlannedRange,
+    after_predicate,
+    horizon_query,
+    parse_offset,
+    parse_plan_row,
+    plan_query,
+    predicate,
+)
 from coldtier.records import Batch
 from coldtier.types import ColumnMapping, UnsupportedColumn, map_columns, quote, spark_quote, wire_names
 
@@ -121,3 +133,97 @@ class JdbcSource:
         df = spark.read.jdbc(self.source.url, f"({self.select_where(where)}) AS {alias}",
                              properties=self.jdbc_properties_base())
         return rebuild(df, self.mappings, self.wire)
+
+
+_TTL_RULE_TAIL = re.compile(r"\s+(DELETE|WHERE|TO\s+DISK|TO\s+VOLUME|RECOMPRESS|GROUP\s+BY)\b.*$",
+                            re.S | re.I)
+_TTL_NOT_DELETE = re.compile(r"\s(TO\s+DISK|TO\s+VOLUME|RECOMPRESS|GROUP\s+BY)\b", re.I)
+
+
+def ttl_delete_expression(engine_full: str) -> str | None:
+    """The time expression of the first row-deleting rule of a table TTL (``… DELETE WHERE …``
+    included: it may delete unread rows), from ``system.tables.engine_full``; None if none.
+    Rules that move or recompress (``TO DISK``, ``TO VOLUME``, ``RECOMPRESS``, ``GROUP BY``) keep
+    rows and are skipped; commas inside functions do not split rules."""
+    from coldtier.types import split_args
+
+    m = re.search(r"\bTTL\s+(.+?)(?:\s+SETTINGS\b|$)", engine_full, re.S)
+    if not m:
+        return None
+    for rule in split_args(m.group(1)):
+        if not _TTL_NOT_DELETE.search(" " + rule):
+            return _TTL_RULE_TAIL.sub("", rule).strip()
+    return None
+
+
+def source_client(cfg: AppConfig, t: TableConfig) -> ClickHouseHTTP:
+    src = cfg.sources[t.connection]
+    return ClickHouseHTTP.from_jdbc_url(src.url, src.user, src.password, src.connect_timeout_s,
+                                        src.read_timeout_s)
+
+
+def resolve_cursor(client: ClickHouseHTTP, t: TableConfig) -> tuple[CursorSpec, list[Any]]:
+    from coldtier.clickhouse_http import ClickHouseError
+
+    try:
+        columns = describe(client, t.source_table)
+    except ClickHouseError as exc:
+        if exc.code in (60, 81):
+            raise SourceSchemaError(f"source table {t.source_table} of table {t.name!r} does not exist "
+                                    f"on {client.endpoint} (ClickHouse error {exc.code}).") from None
+        raise
+    types = {c.name: c.ch_type for c in columns}
+    from coldtier.offset import CursorTypeError
+
+    try:
+        spec = CursorSpec.resolve(t.cursor, types, t.source_table)
+    except CursorTypeError as exc:
+        raise SourceSchemaError(f"table {t.name!r}: {exc}") from None
+    column_mappings(columns, t)  # every column copyable exactly, or exit 6 before any plan
+    return spec, columns
+
+
+@dataclass
+class Planner:
+    """Decides the next batch of one table; needs ClickHouse's HTTP interface only."""
+
+    client: ClickHouseHTTP
+    table: TableConfig
+    spec: CursorSpec
+
+    def plan(self, lo: Offset | None, ceiling: Offset | None = None) -> PlannedRange:
+        b = self.table.batch
+        q = plan_query(self.spec, self.table.source_table, lo, b.max_rows, self.table.cursor.lag_s,
+                       b.num_partitions, ceiling)
+        rows = self.client.rows(q.sql, settings={"max_threads": "2"})
+        return parse_plan_row(self.spec, lo, rows[0])
+
+    def horizon(self) -> Offset | None:
+        """The greatest cursor visible now (after the lag): the end of an available-now run."""
+        rows = self.client.rows(horizon_query(self.spec, self.table.source_table,
+                                              self.table.cursor.lag_s))
+        return parse_offset(self.spec, rows[0]["k"]) if rows else None
+
+    def ttl_expression(self) -> str | None:
+        """The source table's row-deletion TTL expression (from its definition), if it has one."""
+        db, _, name = self.table.source_table.partition(".")
+        rows = self.client.rows(f"SELECT engine_full FROM system.tables WHERE database = '{db.strip('`')}' "
+                                f"AND name = '{name.strip('`')}'")
+        return ttl_delete_expression(rows[0]["engine_full"]) if rows else None
+
+    def ttl_margin_s(self, ttl_expr: str, lo: Offset | None) -> float | None:
+        """Seconds until the oldest unread row expires (the TTL evaluated by ClickHouse)."""
+        if self.spec.ts_col is None:
+            return None
+        if lo is not None and lo.ts is not None:
+            ts = self.spec.ts_literal(lo.ts)
+        else:
+            ts = f"(SELECT min({self.spec.ts_col}) FROM {self.table.source_table})"
+        rows = self.client.rows(
+            f"SELECT toUnixTimestamp64Milli(toDateTime64({ttl_expr}, 3)) - "
+            f"toUnixTimestamp64Milli(now64(3)) AS ms FROM (SELECT {ts} AS {self.spec.ts_col})")
+        return round(int(rows[0]["ms"]) / 1000, 1) if rows else None
+
+    def backlog(self, lo: Offset | None) -> int:
+        return int(self.client.scalar(
+            f"SELECT count() FROM {self.table.source_table} WHERE {after_predicate(self.spec, lo)}"))

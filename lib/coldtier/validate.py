@@ -39,7 +39,7 @@ def _attempt(what: str, fn: Callable[[], str]) -> Check:
 def checks(cfg: AppConfig, names: list[str] | None) -> Iterator[Check]:
     from coldtier.ledger import Ledger, where
     from coldtier.lock import AdvisoryLock, LockHeld, table_lock
-    from coldtier.loop import source_client
+    from coldtier.source import source_client
     from coldtier.views import plan_doc
 
     tables = cfg.select(names)
@@ -91,7 +91,7 @@ def _describe_plan(cfg: AppConfig, ledger: Any, t: Any, plan_doc: Callable[..., 
     if ledger.schema_present():
         doc = plan_doc(cfg, ledger, t)
     else:  # a first run: nothing planned yet (validate creates nothing)
-        from coldtier.loop import Planner, resolve_cursor
+        from coldtier.source import Planner, resolve_cursor
 
         client = source_client(cfg, t)
         spec, _ = resolve_cursor(client, t)

@@ -8,8 +8,9 @@ from typing import Any
 
 from coldtier.config import AppConfig, TableConfig
 from coldtier.ledger import Ledger
-from coldtier.loop import Planner, lag_behind, resolve_cursor, source_client
+from coldtier.loop import lag_behind
 from coldtier.offset import offset_fields
+from coldtier.source import Planner, resolve_cursor, source_client
 
 
 def plan_doc(cfg: AppConfig, ledger: Ledger, t: TableConfig) -> dict[str, Any]:

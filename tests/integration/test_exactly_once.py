@@ -13,8 +13,8 @@ import pytest
 
 from coldtier import cli
 from coldtier.ledger import BatchMetrics, Ledger
-from coldtier.loop import Planner, resolve_cursor
 from coldtier.planning import Range
+from coldtier.source import Planner, resolve_cursor
 from helpers import ROOT, wait_until
 from jobkit import (
     SINKS,

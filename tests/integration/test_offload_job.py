@@ -87,7 +87,7 @@ def test_planner_walks_ten_thousand_ties_with_max_rows_one(job):
     """The planner alone (no Spark): 10,000 batches of one row over one timestamp; every
     range selects exactly one row, and together they select every row once."""
     from coldtier.config import load
-    from coldtier.loop import Planner, resolve_cursor, source_client
+    from coldtier.source import Planner, resolve_cursor, source_client
 
     trades = job.trades()
     trades.bulk(10_000, equal_timestamps=10_000)

@@ -108,6 +108,6 @@ def test_cursor_types_are_checked():
     ("MergeTree ORDER BY a SETTINGS index_granularity = 8192", None),
 ])
 def test_ttl_delete_expression(engine_full, expr):
-    from coldtier.loop import ttl_delete_expression
+    from coldtier.source import ttl_delete_expression
 
     assert ttl_delete_expression(engine_full) == expr

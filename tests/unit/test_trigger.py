@@ -2,7 +2,8 @@
 
 import pytest
 
-from coldtier.loop import Trigger, lag_behind
+from coldtier.driver import Trigger
+from coldtier.loop import lag_behind
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -27,8 +27,11 @@ from typing import Any
 
 from coldtier import cli
 from coldtier import config as config_mod
+from coldtier.driver import Trigger
+from coldtier.faults import FaultHook
 from coldtier.ledger import Ledger
-from coldtier.loop import FaultHook, TableRunner, Trigger, source_client
+from coldtier.loop import TableRunner
+from coldtier.source import source_client
 from coldtier.synth import TradeTable
 
 MB = 1024 * 1024

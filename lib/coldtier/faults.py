@@ -1,0 +1,84 @@
+"""Fault injection for the crash tests: the phases of a batch made observable, and a process
+that kills itself at one of them. Unset in production: nothing happens, nothing is watched."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class FaultHook:
+    """Makes the phases of a batch observable, for fault-injection tests. The phases:
+    after-plan, during-read, during-write, after-sink-commit, after-ledger-commit.
+
+    ``COLDTIER_FAULT=phase[:batch_id]`` kills this process (SIGKILL) when it reaches that
+    phase; ``COLDTIER_PHASE_FILE=path`` appends ``table batch_id phase`` lines as phases
+    are reached. Unset in production: then this does nothing and watches nothing.
+
+    ``during-read`` and ``during-write`` are reached when the Spark job that streams the
+    batch from ClickHouse into Iceberg data files has running tasks: rows are being read
+    and files written, nothing is committed. (Reading and writing are one Spark job, so the
+    two name the same instant.)
+    """
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ) if env is None else env
+        spec = env.get("COLDTIER_FAULT", "")
+        self.phase, _, bid = spec.partition(":")
+        self.batch_id = int(bid) if bid else None
+        self.phase_file = env.get("COLDTIER_PHASE_FILE")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.phase or self.phase_file)
+
+    def __call__(self, table: str, batch_id: int, phase: str) -> None:
+        if self.phase_file:
+            with open(self.phase_file, "a") as fh:
+                fh.write(f"{table} {batch_id} {phase}\n")
+        if phase == self.phase and (self.batch_id is None or self.batch_id == batch_id):
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    @contextmanager
+    def watch_write(self, spark: Any, table: str, batch_id: int) -> Iterator[None]:
+        """Reports during-read/during-write once the batch's Spark job has running tasks."""
+        if not self.active:
+            yield
+            return
+        done = threading.Event()
+        tracker = spark.sparkContext.statusTracker()
+
+        def running() -> bool:
+            for job_id in tracker.getActiveJobsIds():
+                info = tracker.getJobInfo(job_id)
+                for stage_id in info.stageIds if info else ():
+                    stage = tracker.getStageInfo(stage_id)
+                    if stage is not None and stage.numActiveTasks > 0:
+                        return True
+            return False
+
+        def watch() -> None:
+            while not done.is_set():
+                try:
+                    seen = running()
+                except Exception:  # a status query racing the job's end: look again
+                    seen = False
+                if seen:
+                    self(table, batch_id, "during-read")
+                    self(table, batch_id, "during-write")
+                    return
+                done.wait(0.01)
+
+        watcher = threading.Thread(target=watch, name="coldtier-phase-watch", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            done.set()
+            watcher.join(2)

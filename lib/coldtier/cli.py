@@ -177,7 +177,7 @@ def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
             ledger.rebuild(cfg.pipeline, t.name, entries)  # type: ignore[arg-type]
             print(json.dumps({"pipeline": cfg.pipeline, "table": t.name, "batches": len(entries),
                               "watermark_batch": entries[-1][0] if entries else None,
-                              "watermark": entries[-1][1].to_json() if entries else None}))
+                              "watermark": entries[-1][1].to_json() if entries and entries[-1][1] else None}))
         return EXIT_OK
     finally:
         for lock in locks:
@@ -207,7 +207,7 @@ def cmd_adopt(cfg: AppConfig, names: list[str] | None, from_identity: str) -> in
         if old not in found:
             have = ", ".join(f"{p}/{n}" for p, n in found) or "none"
             raise LedgerInconsistent(f"{sink.ident} holds no batches of {from_identity} (it holds: {have})")
-        batch_id, end = found[old]  # type: ignore[index]
+        batch_id, end = found[old]
         snapshot = sink.adopt(cfg.pipeline, t.name, batch_id, end, {"coldtier.adopted-from": from_identity})
         ledger.rebuild(cfg.pipeline, t.name, [(batch_id, Offset.from_json(end), snapshot, 0)])  # type: ignore[list-item]
         print(json.dumps({"pipeline": cfg.pipeline, "table": t.name, "adopted_from": from_identity,

@@ -141,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(jars)} jars in {args.fetch}; use them with COLDTIER_JARS_DIR={args.fetch}")
         return 0
     if args.resolve:
-        jars = cached_jars(repo_root(), (args.only or deps.packages_arg).split(","))
-        print(f"{len(jars)} jars resolved", file=sys.stderr)
+        resolved = cached_jars(repo_root(), (args.only or deps.packages_arg).split(",")) or []
+        print(f"{len(resolved)} jars resolved", file=sys.stderr)
     if args.packages or not args.resolve:
         print(deps.packages_arg)
     return 0

@@ -80,7 +80,7 @@ def _delta(spark: Any, target: TargetConfig, cfg: MaintenanceConfig, pipeline: s
            table: str) -> dict[str, Any]:
     from delta.tables import DeltaTable
 
-    dtable = DeltaTable.forPath(spark, target.path)
+    dtable = DeltaTable.forPath(spark, target.path or "")
     before = dtable.detail().collect()[0]
     conf = spark.conf
     saved = {k: conf.get(k, None) for k in ("spark.databricks.delta.optimize.maxFileSize",
@@ -99,7 +99,7 @@ def _delta(spark: Any, target: TargetConfig, cfg: MaintenanceConfig, pipeline: s
                 conf.unset(k)
             else:
                 conf.set(k, v)
-    after = DeltaTable.forPath(spark, target.path).detail().collect()[0]
+    after = DeltaTable.forPath(spark, target.path or "").detail().collect()[0]
     metrics = optimized["metrics"]
     return {"files_before": int(before["numFiles"]), "files_after": int(after["numFiles"]),
             "bytes_before": int(before["sizeInBytes"]), "bytes_after": int(after["sizeInBytes"]),

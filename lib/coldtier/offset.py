@@ -109,7 +109,7 @@ class CursorSpec:
         return Offset(None, vals[0])
 
     def ticks_to_seconds(self, ticks: int) -> float:
-        return ticks / 10**self.ts_scale
+        return ticks / float(10**self.ts_scale)
 
 
 def _bare(ident: str) -> str:

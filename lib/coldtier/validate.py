@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlparse
 
@@ -60,13 +61,12 @@ def checks(cfg: AppConfig, names: list[str] | None) -> Iterator[Check]:
         ledger_ok = _attempt("ledger", ledger_check)
         yield ledger_ok
         for name in dict.fromkeys(t.connection for t in tables):
-            src = cfg.sources[name]
-            yield _attempt(f"source {name}", lambda src=src: _clickhouse(cfg, src.name))
+            yield _attempt(f"source {name}", partial(_clickhouse, cfg, name))
         for name in dict.fromkeys(t.target.catalog for t in tables if t.target.format == "iceberg"):
             yield _catalog(name, cfg.catalogs[name])
         for t in tables:
-            yield _attempt(f"table {t.name}",
-                           lambda t=t: _describe_plan(cfg, ledger, t, plan_doc, source_client))
+            plan = partial(_describe_plan, cfg, ledger, t, plan_doc, source_client)
+            yield _attempt(f"table {t.name}", plan)
             if ledger_ok.level != "ok":
                 continue
             # the run's advisory lock, without its fence: validate bumps no owner epoch
@@ -122,7 +122,7 @@ def _clickhouse(cfg: AppConfig, name: str) -> str:
     return f"ClickHouse {version} at {client.endpoint} as {src.user}"
 
 
-def _catalog(name: str, props: dict[str, str]) -> Check:
+def _catalog(name: str, props: Mapping[str, str]) -> Check:
     """What can be checked of an Iceberg catalog without Spark: a JDBC catalog's database, a
     REST catalog's /v1/config, a local warehouse directory."""
     what = f"catalog {name}"
@@ -172,7 +172,7 @@ def _catalog(name: str, props: dict[str, str]) -> Check:
     return Check("skip", what, f"{kind}: checked by the first run (needs Spark to reach it)")
 
 
-def _masked(check: Check, props: dict[str, str]) -> Check:
+def _masked(check: Check, props: Mapping[str, str]) -> Check:
     secrets = tuple(v for k, v in props.items() if any(s in k.lower() for s in ("password", "token",
                                                                                  "credential", "secret")))
     return Check(check.level, check.what, mask(check.detail, secrets), check.code)

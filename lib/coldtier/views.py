@@ -24,12 +24,12 @@ def plan_doc(cfg: AppConfig, ledger: Ledger, t: TableConfig) -> dict[str, Any]:
     else:
         lo = last.rng.hi if last else None
         planned = Planner(client, t, spec).plan(lo)
-        rng, rows, parts = planned.rng, planned.rows, planned.partitions
         bid, kind = (last.batch_id if last else 0) + 1, "next"
-        if rng is None:
+        if planned.rng is None:
             return {"pipeline": cfg.pipeline, "table": t.name, "batch_id": None, "kind": "caught-up",
                     **offset_fields(spec, "start", lo), **offset_fields(spec, "end", None),
                     "planned_rows": 0, "partitions": 0}
+        rng, rows, parts = planned.rng, planned.rows, planned.partitions
     return {"pipeline": cfg.pipeline, "table": t.name, "batch_id": bid, "kind": kind,
             **offset_fields(spec, "start", rng.lo), **offset_fields(spec, "end", rng.hi),
             "planned_rows": rows, "partitions": len(parts)}

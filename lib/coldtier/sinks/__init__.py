@@ -26,4 +26,4 @@ SINKS = {"iceberg": "coldtier.sinks.iceberg:IcebergSink", "delta": "coldtier.sin
 def make_sink(spark: Any, target: TargetConfig) -> Sink:
     module, _, name = SINKS[target.format].partition(":")
     cls = getattr(import_module(module), name)
-    return cls(spark, target)  # type: ignore[no-any-return]
+    return cls(spark, target)

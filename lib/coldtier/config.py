@@ -6,6 +6,7 @@ line and the key. Values never appear in errors for keys that hold secrets.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -39,8 +40,8 @@ class SparkSection:
 class SourceConfig:
     name: str
     url: str
-    user: str
-    password: str = field(repr=False)
+    user: str = "default"
+    password: str = field(default="", repr=False)
     properties: Mapping[str, str] = field(default_factory=dict)
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 300.0  # a silent connection fails after this (JDBC socket_timeout, HTTP)
@@ -282,13 +283,14 @@ class _Reader:
 
         return _ENV_RE.sub(repl, value)
 
-    def string(self, m: dict[str, _Node], name: str, key: str, default: str | None = None,
-               required: bool = False) -> str | None:
+    def string(self, m: dict[str, _Node], name: str, key: str,
+               default: str | dict[str, Any] | None = None, required: bool = False) -> str | None:
+        fallback = default.get(name) if isinstance(default, dict) else default  # dict: _defaults
         node = m.get(name)
         if node is None or node.value is None:
             if required:
                 raise self.missing(m, f"{key}{name}")
-            return default
+            return None if fallback is None else str(fallback)
         if isinstance(node.value, (dict, list)):
             raise self.fail(node, f"{key}{name}", "expected a string.")
         return self.subst(node, f"{key}{name}", str(node.value))
@@ -302,8 +304,10 @@ class _Reader:
                             f"{value!r} is not one of {section}: {', '.join(entries) or '(none)'}.")
         return value
 
-    def number(self, m: dict[str, _Node], name: str, key: str, default: float, kind: type,
+    def number(self, m: dict[str, _Node], name: str, key: str, default: float | dict[str, Any], kind: type,
                minimum: float | None = None) -> Any:
+        if isinstance(default, dict):  # a dataclass's defaults (_defaults)
+            default = default[name]
         node = m.get(name)
         if node is None:
             return default
@@ -322,8 +326,10 @@ class _Reader:
             raise self.fail(node, key + name, f"must be at least {minimum}, got {value}.")
         return kind(value)
 
-    def boolean(self, m: dict[str, _Node], name: str, key: str, default: bool) -> bool:
+    def boolean(self, m: dict[str, _Node], name: str, key: str, default: bool | dict[str, Any]) -> bool:
         """A real YAML boolean (true/false): a quoted "false", 0 or "no" is an error, never True."""
+        if isinstance(default, dict):  # a dataclass's defaults (_defaults)
+            default = bool(default[name])
         node = m.get(name)
         if node is None or node.value is None:
             return default
@@ -458,6 +464,16 @@ def _delta_target(r: _Reader, gm: dict[str, _Node], k: str, catalogs: Mapping[st
     return TargetConfig("", "", partition_by, (), r.str_map(gm, "properties", k), "delta", tpath)
 
 
+def _defaults(cls: type) -> dict[str, Any]:
+    """A dataclass's field defaults: each default is written once, on its field."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+_SRC, _LEDGER, _CURSOR, _BATCH = map(_defaults, (SourceConfig, LedgerConfig, CursorConfig, BatchConfig))
+_TARGET, _TABLE = map(_defaults, (TargetConfig, TableConfig))
+_METRICS, _MAINT = map(_defaults, (MetricsConfig, MaintenanceConfig))
+
+
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
     file = str(path)
     env = process_env() if env is None else env
@@ -512,20 +528,20 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         if not url.startswith("jdbc:clickhouse:") and not url.startswith("jdbc:ch:"):
             raise r.fail(sm["url"], k + "url", "must be a jdbc:clickhouse://host:port/db URL.")
         sources[name] = SourceConfig(
-            name, url, r.string(sm, "user", k, "default") or "default",
-            r.string(sm, "password", k, "") or "", r.str_map(sm, "properties", k),
-            r.number(sm, "connect_timeout_s", k, 10.0, float, 0.1),
-            r.number(sm, "read_timeout_s", k, 300.0, float, 1.0))
+            name, url, r.string(sm, "user", k, _SRC) or _SRC["user"],
+            r.string(sm, "password", k, _SRC) or "", r.str_map(sm, "properties", k),
+            r.number(sm, "connect_timeout_s", k, _SRC, float, 0.1),
+            r.number(sm, "read_timeout_s", k, _SRC, float, 1.0))
 
     if "ledger" not in root:
         raise r.missing(root, "ledger", "is required (ledger.dsn: the PostgreSQL batch ledger).")
     lm = r.mapping(root["ledger"], "ledger",
                    ("dsn", "schema", "connect_timeout_s", "statement_timeout_s", "tcp_timeout_s"))
     ledger = LedgerConfig(r.string(lm, "dsn", "ledger.", required=True) or "",
-                          r.string(lm, "schema", "ledger.", "coldtier") or "coldtier",
-                          r.number(lm, "connect_timeout_s", "ledger.", 10.0, float, 0.1),
-                          r.number(lm, "statement_timeout_s", "ledger.", 60.0, float, 1.0),
-                          r.number(lm, "tcp_timeout_s", "ledger.", 30.0, float, 1.0))
+                          r.string(lm, "schema", "ledger.", _LEDGER) or _LEDGER["schema"],
+                          r.number(lm, "connect_timeout_s", "ledger.", _LEDGER, float, 0.1),
+                          r.number(lm, "statement_timeout_s", "ledger.", _LEDGER, float, 1.0),
+                          r.number(lm, "tcp_timeout_s", "ledger.", _LEDGER, float, 1.0))
     r.identifier(lm, "schema", "ledger.", ledger.schema)
 
     catalogs: dict[str, dict[str, str]] = {}
@@ -572,14 +588,14 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
                        ("mode", "timestamp_column", "incrementing_column", "lag_s", "ttl_margin_s",
                         "ordered_writer")) \
             if "cursor" in tm else {}
-        mode = r.string(cm, "mode", k + "cursor.", "timestamp+incrementing") or ""
+        mode = r.string(cm, "mode", k + "cursor.", _CURSOR) or ""
         if mode not in CURSOR_MODES:
             raise r.fail(cm.get("mode"), k + "cursor.mode",
                          f"{mode!r} is not one of {', '.join(CURSOR_MODES)}.")
         ts_col = r.string(cm, "timestamp_column", k + "cursor.",
-                          "exchange_timestamp" if mode != "incrementing" else None)
+                          _CURSOR["timestamp_column"] if mode != "incrementing" else None)
         inc_col = r.string(cm, "incrementing_column", k + "cursor.",
-                           "sequence_number" if mode != "timestamp" else None)
+                           _CURSOR["incrementing_column"] if mode != "timestamp" else None)
         if mode == "incrementing":
             ts_col = None
         if mode == "timestamp":
@@ -594,34 +610,34 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
                          "lost without a trace. Use it only when one writer assigns the numbers in commit "
                          "order, and say so: cursor.ordered_writer: <who assigns them>.")
         cursor = CursorConfig(mode, ts_col, inc_col,
-                              r.number(cm, "lag_s", k + "cursor.", 300.0, float, 0.0),
-                              r.number(cm, "ttl_margin_s", k + "cursor.", 86_400.0, float, 0.0),
+                              r.number(cm, "lag_s", k + "cursor.", _CURSOR, float, 0.0),
+                              r.number(cm, "ttl_margin_s", k + "cursor.", _CURSOR, float, 0.0),
                               ordered_writer)
 
         bm = r.mapping(tm["batch"], k + "batch", ("max_rows", "num_partitions", "fetchsize", "options")) \
             if "batch" in tm else {}
-        batch = BatchConfig(r.number(bm, "max_rows", k + "batch.", 100_000, int, 1),
-                            r.number(bm, "num_partitions", k + "batch.", 2, int, 1),
-                            r.number(bm, "fetchsize", k + "batch.", 10_000, int, 1),
+        batch = BatchConfig(r.number(bm, "max_rows", k + "batch.", _BATCH, int, 1),
+                            r.number(bm, "num_partitions", k + "batch.", _BATCH, int, 1),
+                            r.number(bm, "fetchsize", k + "batch.", _BATCH, int, 1),
                             r.str_map(bm, "options", k + "batch."))
 
         if "target" not in tm:
             raise r.missing(tm, k + "target", "is required.")
         gm = r.mapping(tm["target"], k + "target",
                        ("format", "catalog", "table", "path", "partition_by", "sort_by", "properties"))
-        fmt = r.string(gm, "format", k + "target.", "iceberg") or "iceberg"
+        fmt = r.string(gm, "format", k + "target.", _TARGET) or _TARGET["format"]
         if fmt not in SINK_FORMATS:
             raise r.fail(gm.get("format"), k + "target.format",
                          f"{fmt!r} is not one of {', '.join(SINK_FORMATS)}.")
         maker = _delta_target if fmt == "delta" else _iceberg_target
         target = maker(r, gm, k + "target.", catalogs)
-        keep_nanos = r.boolean(tm, "keep_nanos", k, False)
+        keep_nanos = r.boolean(tm, "keep_nanos", k, _TABLE)
         columns = r.str_map(tm, "columns", k)
         for col, choice in columns.items():
             if choice not in COLUMN_CHOICES:
                 raise r.fail(tm["columns"].value[col], f"{k}columns.{col}",
                              f"{choice!r} is not one of {', '.join(COLUMN_CHOICES)}.")
-        short_read = r.string(tm, "short_read", k, "fail") or "fail"
+        short_read = r.string(tm, "short_read", k, _TABLE) or _TABLE["short_read"]
         if short_read not in ("fail", "warn"):
             raise r.fail(tm["short_read"], k + "short_read", f"{short_read!r} is not one of fail, warn.")
         tables.append(TableConfig(name, conn, src_table, cursor, batch, target, keep_nanos, columns,
@@ -637,13 +653,13 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         if port > 65535:
             raise r.fail(mm["port"], "metrics.port", f"{port} is not a TCP port.")
         metrics = MetricsConfig(r.string(mm, "textfile", "metrics."), gateway, port or None,
-                                r.string(mm, "job", "metrics.", "coldtier") or "coldtier")
+                                r.string(mm, "job", "metrics.", _METRICS) or _METRICS["job"])
     maint = MaintenanceConfig()
     if "maintenance" in root:
         mm = r.mapping(root["maintenance"], "maintenance",
                        ("target_file_size_mb", "snapshot_retention_h", "retain_last", "orphan_age_h",
                         "unsafe_short_retention"))
-        unsafe = r.boolean(mm, "unsafe_short_retention", "maintenance.", False)
+        unsafe = r.boolean(mm, "unsafe_short_retention", "maintenance.", _MAINT)
         floor = 0.0 if unsafe else 1.0
         for key in ("snapshot_retention_h", "orphan_age_h"):
             if key in mm and not unsafe and r.number(mm, key, "maintenance.", 1.0, float) < 1.0:
@@ -652,9 +668,9 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
                              "delete the files of a commit still in flight (another writer's, or a batch "
                              "being staged). To accept that risk, set maintenance.unsafe_short_retention: "
                              "true.")
-        maint = MaintenanceConfig(r.number(mm, "target_file_size_mb", "maintenance.", 128, int, 1),
-                                  r.number(mm, "snapshot_retention_h", "maintenance.", 168.0, float, floor),
-                                  r.number(mm, "retain_last", "maintenance.", 10, int, 1),
-                                  r.number(mm, "orphan_age_h", "maintenance.", 72.0, float, floor),
+        maint = MaintenanceConfig(r.number(mm, "target_file_size_mb", "maintenance.", _MAINT, int, 1),
+                                  r.number(mm, "snapshot_retention_h", "maintenance.", _MAINT, float, floor),
+                                  r.number(mm, "retain_last", "maintenance.", _MAINT, int, 1),
+                                  r.number(mm, "orphan_age_h", "maintenance.", _MAINT, float, floor),
                                   unsafe)
     return AppConfig(file, pipeline, spark, sources, ledger, catalogs, tuple(tables), metrics, maint)

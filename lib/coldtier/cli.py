@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -42,7 +41,7 @@ from coldtier.metrics import RunMetrics
 from coldtier.offset import Offset
 from coldtier.sinks import make_sink
 from coldtier.source import Planner, resolve_cursor, source_client
-from coldtier.spark import shield_jvm_from_stop_signals
+from coldtier.spark import session_for, shield_jvm_from_stop_signals
 from coldtier.views import plan_doc, status_doc
 
 
@@ -147,7 +146,7 @@ def cmd_maintain(cfg: AppConfig, names: list[str] | None, wait_for_lock: float |
     try:
         for lock in locks:
             lock.acquire(wait_for_lock)
-        spark = spark_session(cfg)
+        spark = session_for(cfg)
         for t in tables:
             if not make_sink(spark, t.target).exists():
                 continue
@@ -170,7 +169,7 @@ def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
     try:
         for lock in locks:
             lock.acquire(None)
-        spark = spark_session(cfg)
+        spark = session_for(cfg)
         for t in cfg.select(names):
             history = make_sink(spark, t.target).batch_history(cfg.pipeline, t.name)
             entries = [(bid, Offset.from_json(end), sid, rows) for bid, end, sid, rows in history]
@@ -202,7 +201,7 @@ def cmd_adopt(cfg: AppConfig, names: list[str] | None, from_identity: str) -> in
         if ledger.last_batch(cfg.pipeline, t.name) is not None:
             raise LedgerInconsistent(f"{cfg.pipeline}/{t.name} already has batches in the ledger; adopt is "
                                      f"for a renamed table whose new name has none")
-        sink = make_sink(spark_session(cfg), t.target)
+        sink = make_sink(session_for(cfg), t.target)
         found = sink.identities()
         if old not in found:
             have = ", ".join(f"{p}/{n}" for p, n in found) or "none"
@@ -254,7 +253,7 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
     try:
         for lock in locks:
             lock.acquire(None)
-        spark = spark_session(cfg)
+        spark = session_for(cfg)
         for t in tables:
             client = source_client(cfg, t)
             spec, cols = resolve_cursor(client, t)
@@ -288,23 +287,6 @@ def _needs_spark(cfg: AppConfig, names: list[str] | None, ledger: Ledger) -> boo
         if Planner(client, t, spec).plan(wm).rng is not None:
             return True
     return False
-
-
-def spark_session(cfg: AppConfig) -> Any:
-    from coldtier import deps
-    from coldtier.spark import build_session, iceberg_catalog_conf
-
-    conf: dict[str, str] = {}
-    for name, props in cfg.catalogs.items():
-        conf.update(iceberg_catalog_conf(name, props))
-    conf.update(cfg.spark.conf)
-    master = None  # under spark-submit the master comes from its command line
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain `python -m coldtier run`
-        conf.setdefault("spark.jars.packages", deps.load().packages_arg)
-        master = cfg.spark.master or "local[*]"
-    spark = build_session(f"coldtier-{cfg.pipeline}", conf, master=master)
-    spark.sparkContext.setLogLevel(os.environ.get("COLDTIER_SPARK_LOG_LEVEL", "WARN"))
-    return spark
 
 
 def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batches: int | None,
@@ -347,7 +329,7 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
                 out({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
             ok = True
             return EXIT_OK
-        spark = (spark_factory or spark_session)(cfg)
+        spark = (spark_factory or session_for)(cfg)
         shield_jvm_from_stop_signals(spark)
         for t, lock in zip(tables, locks, strict=True):
             runners.append(TableRunner(cfg, t, spark, ledger, FaultHook(), out, lock))

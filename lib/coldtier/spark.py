@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from coldtier.config import AppConfig
 
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 DELTA_EXTENSIONS = "io.delta.sql.DeltaSparkSessionExtension"
@@ -56,3 +61,21 @@ def shield_jvm_from_stop_signals(spark) -> None:  # noqa: ANN001
     jvm = spark.sparkContext._jvm
     for name in ("TERM", "INT"):
         jvm.sun.misc.Signal.handle(jvm.sun.misc.Signal(name), jvm.sun.misc.SignalHandler.SIG_IGN)
+
+
+def session_for(cfg: AppConfig) -> Any:
+    """The SparkSession of a config: its catalogs and Spark settings; under spark-submit the
+    master and jars come from the command line, in a plain ``python -m coldtier`` from here."""
+    from coldtier import deps
+
+    conf: dict[str, str] = {}
+    for name, props in cfg.catalogs.items():
+        conf.update(iceberg_catalog_conf(name, props))
+    conf.update(cfg.spark.conf)
+    master = None  # under spark-submit the master comes from its command line
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain `python -m coldtier run`
+        conf.setdefault("spark.jars.packages", deps.load().packages_arg)
+        master = cfg.spark.master or "local[*]"
+    spark = build_session(f"coldtier-{cfg.pipeline}", conf, master=master)
+    spark.sparkContext.setLogLevel(os.environ.get("COLDTIER_SPARK_LOG_LEVEL", "WARN"))
+    return spark

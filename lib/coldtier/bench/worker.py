@@ -32,6 +32,7 @@ from coldtier.faults import FaultHook
 from coldtier.ledger import Ledger
 from coldtier.loop import TableRunner
 from coldtier.source import source_client
+from coldtier.spark import session_for
 from coldtier.synth import TradeTable
 
 MB = 1024 * 1024
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     plan = json.loads(Path(args.plan).read_text())
     session_cfg = config_mod.load(args.config)
-    spark = cli.spark_session(session_cfg)
+    spark = session_for(session_cfg)
     for task in plan["tasks"]:
         try:
             result = TASKS[task["kind"]](spark, task)

@@ -7,7 +7,7 @@ export PYTHONPATH=lib:tests  # no TZ pin: the suite must pass in any process tim
 .venv/bin/ruff check lib jobs tests scripts || exit 1
 # types: the whole package, and the pure modules strictly
 .venv/bin/mypy lib/coldtier || exit 1
-.venv/bin/mypy --strict --follow-imports=silent lib/coldtier/{errors,offset,planning,types,records,driver}.py || exit 1
+.venv/bin/mypy --strict --follow-imports=silent lib/coldtier/{errors,offset,planning,types,records,driver,consistency}.py || exit 1
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ "$rc" = 5 ]; then

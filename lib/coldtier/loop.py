@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coldtier.config import AppConfig, TableConfig
+from coldtier.consistency import Verdict, ledger_vs_sink
 from coldtier.errors import LedgerInconsistent, ShortRead
 from coldtier.faults import FaultHook
 from coldtier.ledger import Ledger
@@ -114,9 +115,8 @@ class TableRunner:
         if last_id == 0:
             found = self.sink.identities()
             sunk = found.get((self.pipeline, self.table.name))
-            pending = self.ledger.last_batch(self.pipeline, self.table.name) if sunk is not None else None
-            if sunk is not None and pending is not None and pending.status == "planned" \
-                    and pending.batch_id == sunk[0] == 1:
+            if sunk is not None and ledger_vs_sink(0, None, sunk[0], None, self._planned_id()) \
+                    is Verdict.CRASHED_BETWEEN_COMMITS:
                 return 0, None  # the first batch crashed between the sink and the ledger commit
             if sunk is not None:
                 raise LedgerInconsistent(
@@ -138,28 +138,33 @@ class TableRunner:
         """The ledger against the sink's own record of batches: never skip, never copy twice."""
         last_id, wm = self.committed_watermark()
         sunk = self.sink.latest_batch(self.pipeline, self.table.name)
-        sunk_id = sunk[0] if sunk else 0
+        sunk_id, sunk_end = (sunk[0], Offset.from_json(sunk[1])) if sunk else (0, None)
         where = f"{self.pipeline}/{self.table.name}"
-        if sunk_id > last_id:
-            pending = self.ledger.last_batch(self.pipeline, self.table.name)
-            if pending is not None and pending.status == "planned" and pending.batch_id == sunk_id \
-                    and sunk_id == last_id + 1:
-                return  # a crash between the Iceberg and the ledger commit: recover() completes it
+        verdict = ledger_vs_sink(last_id, wm, sunk_id, sunk_end,
+                                 self._planned_id() if sunk_id > last_id else None)
+        if verdict is Verdict.CRASHED_BETWEEN_COMMITS:
+            return  # recover() completes it
+        if verdict is Verdict.LEDGER_BEHIND:
             raise LedgerInconsistent(
                 f"{where}: the ledger is behind {self.kind}: its last committed batch is {last_id} but "
                 f"{self.sink.ident} holds batch {sunk_id}; running would copy rows again. "
                 f"Run recover-ledger.")
-        if sunk_id < last_id:
+        if verdict is Verdict.LEDGER_AHEAD:
             raise LedgerInconsistent(
                 f"{where}: the ledger is ahead of {self.kind}: it records batch {last_id} as committed but "
                 f"the newest batch in {self.sink.ident} is {sunk_id or 'none'}; running would skip rows. "
                 f"Run recover-ledger (or restore the table's snapshots).")
         if sunk is not None:
-            self.sink.check_unique(self.pipeline, self.table.name, sunk[0])
-        if sunk is not None and Offset.from_json(sunk[1]) != wm:
+            self.sink.check_unique(self.pipeline, self.table.name, sunk_id)
+        if verdict is Verdict.WATERMARK_DIFFERS:
             raise LedgerInconsistent(
-                f"{where}: the watermark {wm} differs from the end cursor {sunk[1]} that {self.kind} "
-                f"recorded for batch {sunk_id}. Run recover-ledger.")
+                f"{where}: the watermark {wm} differs from the end cursor {sunk[1] if sunk else None} that "
+                f"{self.kind} recorded for batch {sunk_id}. Run recover-ledger.")
+
+    def _planned_id(self) -> int | None:
+        """The batch the ledger holds as planned (not committed), if any."""
+        last = self.ledger.last_batch(self.pipeline, self.table.name)
+        return last.batch_id if last is not None and last.status == "planned" else None
 
     # -- one batch ---------------------------------------------------------------------
     def recover(self) -> BatchResult | None:

@@ -1,0 +1,38 @@
+"""Does the ledger agree with the sink? The decision every run makes before it plans (and
+``TableRunner.verify`` turns into an error): pure, so every case is a row of a unit test.
+
+The ledger says which batch was committed last and where it ended (its watermark); the sink says
+which batch of this pipeline/table it holds last and the end cursor recorded with it. A batch
+left ``planned`` in the ledger may already be in the sink: the run crashed between the sink's
+commit and the ledger's, and recovery completes it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from coldtier.offset import Offset
+
+
+class Verdict(Enum):
+    CONSISTENT = "consistent"  # run
+    CRASHED_BETWEEN_COMMITS = "crashed-between-commits"  # recover: the sink has the planned batch
+    LEDGER_BEHIND = "ledger-behind"  # running would copy rows again
+    LEDGER_AHEAD = "ledger-ahead"  # running would skip rows
+    WATERMARK_DIFFERS = "watermark-differs"  # same batch, another end: which one is right?
+
+
+def ledger_vs_sink(last_id: int, watermark: Offset | None, sunk_id: int, sunk_end: Offset | None,
+                   planned_id: int | None) -> Verdict:
+    """``last_id``/``watermark``: the ledger's last committed batch (0/None: none); ``sunk_id``/
+    ``sunk_end``: the newest batch the sink holds for this pipeline/table (0/None: none);
+    ``planned_id``: the batch the ledger holds as ``planned``, if any."""
+    if sunk_id > last_id:
+        if planned_id == sunk_id == last_id + 1:
+            return Verdict.CRASHED_BETWEEN_COMMITS
+        return Verdict.LEDGER_BEHIND
+    if sunk_id < last_id:
+        return Verdict.LEDGER_AHEAD
+    if sunk_id and sunk_end != watermark:
+        return Verdict.WATERMARK_DIFFERS
+    return Verdict.CONSISTENT

@@ -12,7 +12,8 @@ import argparse
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from coldtier import __version__
@@ -35,7 +36,7 @@ from coldtier.errors import (  # noqa: F401  (EXIT_* re-exported: cli.EXIT_SCHEM
 from coldtier.faults import FaultHook
 from coldtier.handoff import attach_stderr, write_pidfile
 from coldtier.ledger import Ledger, LedgerInconsistent, open_ledger
-from coldtier.lock import table_lock
+from coldtier.lock import AdvisoryLock, table_lock
 from coldtier.loop import TableRunner, emit_json, ledger_watermark
 from coldtier.metrics import RunMetrics
 from coldtier.offset import Offset
@@ -97,6 +98,25 @@ def _tables(cfg: AppConfig, arg: str | None) -> list[str] | None:
     return [t.strip() for t in arg.split(",") if t.strip()] if arg else None
 
 
+@contextmanager
+def held(cfg: AppConfig, tables: tuple[Any, ...], wait_for_lock: float | None = None
+         ) -> Iterator[tuple[Ledger, list[AdvisoryLock]]]:
+    """The ledger, with the lock of every table held: what every command that writes works
+    under. Locks are released and the ledger closed in reverse order on the way out, whatever
+    happens. ``wait_for_lock``: None fails at once with LockHeld (exit 3)."""
+    ledger = open_ledger(cfg)
+    locks = [table_lock(cfg, t) for t in tables]
+    try:
+        ledger.ensure_schema()
+        for lock in locks:
+            lock.acquire(wait_for_lock)
+        yield ledger, locks
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+        ledger.close()
+
+
 def cmd_plan(cfg: AppConfig, names: list[str] | None) -> int:
     ledger = open_ledger(cfg)
     try:
@@ -134,18 +154,13 @@ def cmd_maintain(cfg: AppConfig, names: list[str] | None, wait_for_lock: float |
     """Table maintenance under the run lock, so it never overlaps a batch of the same table."""
     from coldtier.maintenance import maintain
 
-    ledger = open_ledger(cfg)
-    ledger.ensure_schema()
     tables = cfg.select(names)
-    locks = [table_lock(cfg, t) for t in tables]
     metrics = RunMetrics(cfg.metrics, cfg.pipeline)
     if cfg.maintenance.unsafe_short_retention:
         print(f"coldtier: WARNING: maintenance.unsafe_short_retention is set (retention "
               f"{cfg.maintenance.snapshot_retention_h:g} h, orphans {cfg.maintenance.orphan_age_h:g} h): "
               f"files of a commit still in flight may be deleted", file=sys.stderr, flush=True)
-    try:
-        for lock in locks:
-            lock.acquire(wait_for_lock)
+    with held(cfg, tables, wait_for_lock) as (ledger, _):
         spark = session_for(cfg)
         for t in tables:
             if not make_sink(spark, t.target).exists():
@@ -155,20 +170,11 @@ def cmd_maintain(cfg: AppConfig, names: list[str] | None, wait_for_lock: float |
             metrics.maintained(result)
             emit_json(result)
         metrics.write_textfile()
-        return EXIT_OK
-    finally:
-        for lock in locks:
-            lock.release()
-        ledger.close()
+    return EXIT_OK
 
 
 def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
-    ledger = open_ledger(cfg)
-    ledger.ensure_schema()
-    locks = [table_lock(cfg, t) for t in cfg.select(names)]
-    try:
-        for lock in locks:
-            lock.acquire(None)
+    with held(cfg, cfg.select(names)) as (ledger, _):
         spark = session_for(cfg)
         for t in cfg.select(names):
             history = make_sink(spark, t.target).batch_history(cfg.pipeline, t.name)
@@ -177,11 +183,7 @@ def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
             print(json.dumps({"pipeline": cfg.pipeline, "table": t.name, "batches": len(entries),
                               "watermark_batch": entries[-1][0] if entries else None,
                               "watermark": entries[-1][1].to_json() if entries and entries[-1][1] else None}))
-        return EXIT_OK
-    finally:
-        for lock in locks:
-            lock.release()
-        ledger.close()
+    return EXIT_OK
 
 
 def cmd_adopt(cfg: AppConfig, names: list[str] | None, from_identity: str) -> int:
@@ -193,11 +195,7 @@ def cmd_adopt(cfg: AppConfig, names: list[str] | None, from_identity: str) -> in
         raise UsageError("adopt takes one table (--tables NAME) and --from PIPELINE/TABLE")
     t = tables[0]
     old = tuple(from_identity.split("/", 1))
-    ledger = open_ledger(cfg)
-    ledger.ensure_schema()
-    lock = table_lock(cfg, t)
-    try:
-        lock.acquire(None)
+    with held(cfg, (t,)) as (ledger, _):
         if ledger.last_batch(cfg.pipeline, t.name) is not None:
             raise LedgerInconsistent(f"{cfg.pipeline}/{t.name} already has batches in the ledger; adopt is "
                                      f"for a renamed table whose new name has none")
@@ -211,10 +209,7 @@ def cmd_adopt(cfg: AppConfig, names: list[str] | None, from_identity: str) -> in
         ledger.rebuild(cfg.pipeline, t.name, [(batch_id, Offset.from_json(end), snapshot, 0)])  # type: ignore[list-item]
         print(json.dumps({"pipeline": cfg.pipeline, "table": t.name, "adopted_from": from_identity,
                           "watermark_batch": batch_id, "watermark": end, "snapshot_id": snapshot}))
-        return EXIT_OK
-    finally:
-        lock.release()
-        ledger.close()
+    return EXIT_OK
 
 
 def _when(text: str | None, now: float) -> int | None:
@@ -245,14 +240,9 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
     since_s = _when(since, _time.time())
     until_s = _when(until, _time.time())
     assert since_s is not None
-    ledger = open_ledger(cfg)
-    ledger.ensure_schema()
     tables = cfg.select(names)
-    locks = [table_lock(cfg, t) for t in tables]
     worst = EXIT_OK
-    try:
-        for lock in locks:
-            lock.acquire(None)
+    with held(cfg, tables) as (ledger, _):
         spark = session_for(cfg)
         for t in tables:
             client = source_client(cfg, t)
@@ -268,11 +258,7 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
             if reconcile_table(spark, client, source, sink, wm, since_s, until_s, bucket_s, repair, record,
                                lambda doc: print(json.dumps(doc))):
                 worst = EXIT_MISMATCH
-        return worst
-    finally:
-        for lock in locks:
-            lock.release()
-        ledger.close()
+    return worst
 
 
 def _needs_spark(cfg: AppConfig, names: list[str] | None, ledger: Ledger) -> bool:
@@ -292,10 +278,7 @@ def _needs_spark(cfg: AppConfig, names: list[str] | None, ledger: Ledger) -> boo
 def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batches: int | None,
             wait_for_lock: float | None, emit: Callable[[dict[str, Any]], None] = emit_json,
             stop_grace_s: float = 30.0, spark_factory: Callable[[AppConfig], Any] | None = None) -> int:
-    ledger = open_ledger(cfg)
-    ledger.ensure_schema()
     tables = cfg.select(names)
-    locks = [table_lock(cfg, t) for t in tables]
     stop = StopFlag(grace_s=stop_grace_s)
     stop.install()
     write_pidfile()  # under the launcher, stop signals come here
@@ -313,44 +296,44 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
                   file=sys.stderr, flush=True)
 
     try:
-        for lock in locks:
-            lock.acquire(wait_for_lock)
-        report = True
-        for t in tables:
-            recent = ledger.recent(cfg.pipeline, t.name, 2)
-            last = next((b for b in recent if b["status"] == "committed"), None)
-            if last is not None and last["committed_at"] is not None:
-                metrics.seed(t.name, last["batch_id"], last["committed_at"].timestamp())
-        metrics.serve()
-        # checks the sources (tables, cursor columns, types) before any JVM, in every trigger
-        work = _needs_spark(cfg, names, ledger)
-        if trigger.kind != "processing-time" and not work:
+        with held(cfg, tables, wait_for_lock) as (ledger, locks):
+            report = True
             for t in tables:
-                out({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
-            ok = True
+                recent = ledger.recent(cfg.pipeline, t.name, 2)
+                last = next((b for b in recent if b["status"] == "committed"), None)
+                if last is not None and last["committed_at"] is not None:
+                    metrics.seed(t.name, last["batch_id"], last["committed_at"].timestamp())
+            metrics.serve()
+            # checks the sources (tables, cursor columns, types) before any JVM, in every trigger
+            work = _needs_spark(cfg, names, ledger)
+            if trigger.kind != "processing-time" and not work:
+                for t in tables:
+                    out({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
+                ok = True
+                return EXIT_OK
+            spark = (spark_factory or session_for)(cfg)
+            shield_jvm_from_stop_signals(spark)
+            for t, lock in zip(tables, locks, strict=True):
+                runners.append(TableRunner(cfg, t, spark, ledger, FaultHook(), out, lock))
+            stop.arm(spark.sparkContext.cancelAllJobs)
+            try:
+                done = run_tables(runners, trigger, max_batches, stop)
+            except Exception:
+                if not stop.cancelled:
+                    raise
+                active = next((r for r in runners if r.phase != "idle"), None)
+                where = f"{cfg.pipeline}/{active.table.name}" if active else cfg.pipeline
+                print(f"coldtier: stopped: the batch in flight of {where} did not finish within the "
+                      f"{stop.grace_s:g} s grace after the stop signal and was cancelled; it stays planned "
+                      f"and the next run replays it (exit 0)", file=sys.stderr, flush=True)
+                done = -1
+            finally:
+                stop.disarm()
+            print(json.dumps({"pipeline": cfg.pipeline, "batches": max(done, 0),
+                              "stopped_by_signal": stop.stopped, "cancelled": stop.cancelled}),
+                  file=sys.stderr)
+            ok = not stop.cancelled
             return EXIT_OK
-        spark = (spark_factory or session_for)(cfg)
-        shield_jvm_from_stop_signals(spark)
-        for t, lock in zip(tables, locks, strict=True):
-            runners.append(TableRunner(cfg, t, spark, ledger, FaultHook(), out, lock))
-        stop.arm(spark.sparkContext.cancelAllJobs)
-        try:
-            done = run_tables(runners, trigger, max_batches, stop)
-        except Exception:
-            if not stop.cancelled:
-                raise
-            active = next((r for r in runners if r.phase != "idle"), None)
-            where = f"{cfg.pipeline}/{active.table.name}" if active else cfg.pipeline
-            print(f"coldtier: stopped: the batch in flight of {where} did not finish within the "
-                  f"{stop.grace_s:g} s grace after the stop signal and was cancelled; it stays planned "
-                  f"and the next run replays it (exit 0)", file=sys.stderr, flush=True)
-            done = -1
-        finally:
-            stop.disarm()
-        print(json.dumps({"pipeline": cfg.pipeline, "batches": max(done, 0),
-                          "stopped_by_signal": stop.stopped, "cancelled": stop.cancelled}), file=sys.stderr)
-        ok = not stop.cancelled
-        return EXIT_OK
     except NeedsSpark:  # the launcher's run ahead ends here: the driver reports this run
         report = False
         metrics.close()
@@ -360,10 +343,7 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
             active = next((r for r in runners if r.phase != "idle"), None)
             metrics.failed(active.table.name if active else "*", active.phase if active else "setup")
         raise
-    finally:
-        for lock in locks:
-            lock.release()
-        ledger.close()
+    finally:  # after the locks are released: a slow Pushgateway never holds them
         if report:
             try:
                 metrics.finish(ok)

@@ -4,6 +4,9 @@ One engine per process, bound to one data directory. Every request gets its own
 lightweight chdb connection (cheap: ~0.1 ms), so per-request settings from the URL
 and the current database never leak between requests and concurrent requests run
 in parallel inside the engine.
+
+Longer than 300 lines: the HTTP server and its ClickHouse-compatible behaviours (sessions,
+settings, gates for fault tests); the protocol pieces are in ``protocol`` and ``framing``.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 ``plan``, ``status`` and ``validate`` need no Spark; ``run`` starts Spark only when some table
 has rows to move, so a scheduled relaunch that finds nothing exits in about a second. Exit
 codes: ``coldtier.errors``.
+
+Longer than 300 lines: one ``cmd_*`` per command, each a thin orchestration under ``held``
+(ledger and locks); documents come from ``views``, checks from ``validate``.
 """
 
 from __future__ import annotations

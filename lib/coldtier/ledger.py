@@ -5,6 +5,9 @@ offset log: the exact range, before any data moves) and turned *committed* (the 
 log: Iceberg snapshot id, rows, timings) in one transaction that also advances the
 ``watermarks`` row. The ledger is the source of truth for planning; Iceberg snapshot
 summaries are the evidence used to finish or rebuild it.
+
+Longer than 300 lines: the schema and every statement of the offset and commit logs, each fenced
+and retried the same way, in one place.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Exactly once, at any crash instant:
 - the sink's commit (Iceberg snapshot, Delta version) carries the batch id, so a replay that
   finds it only completes the ledger;
 - the ledger commit and the watermark move in one PostgreSQL transaction.
+
+Longer than 300 lines because ``TableRunner`` is one state machine (recover, verify, step, move,
+audit); its decisions are pure functions elsewhere (``consistency``, ``planning``).
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@
   redaction regex is extended to every secret coldtier knows (``spark.redaction.regex``);
 - in cluster mode the YAML travels with ``--files`` and the job reads it by name;
 - ``--print-only`` prints the final command with secrets masked.
+
+Longer than 300 lines: the launcher is one process with three jobs that share its state (the
+command from YAML, quiet logging and the stderr relay, signal forwarding); the driver's side
+lives in ``handoff``.
 """
 
 from __future__ import annotations

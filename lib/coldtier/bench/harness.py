@@ -10,6 +10,9 @@
 4. times scheduled relaunches that find nothing to do, through scripts/spark-submit.sh;
 5. writes ``bench-results/<UTC timestamp>/``: results.csv, results.md, throughput.png,
    phases.png, best-profile.yaml, raw.jsonl; prints the targets and the best cell.
+
+Longer than 300 lines: the benchmark's whole protocol (services, matrix, interleaved runs,
+baselines, report) in the order it runs.
 """
 
 from __future__ import annotations

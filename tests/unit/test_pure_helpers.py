@@ -1,0 +1,80 @@
+"""Pure helpers that had no unit test: the JDBC URL → HTTP endpoint, the reconcile time
+arguments, the schema evolution rule, the wire projection."""
+
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+
+import pytest
+
+from coldtier.cli import _when
+from coldtier.clickhouse_http import ClickHouseHTTP
+from coldtier.errors import SchemaConflict, UsageError
+from coldtier.sinks.base import new_columns
+from coldtier.source import projection, query_tag
+from coldtier.types import map_columns, wire_names
+
+
+@pytest.mark.parametrize(("url", "endpoint", "database"), [
+    ("jdbc:clickhouse://ch:8123/k2", "http://ch:8123", "k2"),
+    ("jdbc:clickhouse://ch/k2", "http://ch:8123", "k2"),
+    ("jdbc:ch://ch:9000", "http://ch:9000", "default"),
+    ("jdbc:clickhouse://ch/k2?ssl=true", "https://ch:8443", "k2"),
+    ("jdbc:clickhouse:https://ch:9443/db", "https://ch:9443", "db"),
+    ("jdbc:clickhouse:http://127.0.0.1:18123/default?compress=0", "http://127.0.0.1:18123", "default"),
+])
+def test_jdbc_url_to_http_endpoint(url, endpoint, database):
+    client = ClickHouseHTTP.from_jdbc_url(url, "u", "p")
+    assert (client.endpoint, client.database) == (endpoint, database)
+
+
+def test_reconcile_times():
+    now = 1_800_000_000.0
+    assert _when(None, now) is None
+    assert _when("6h", now) == int(now) - 6 * 3600 and _when("2d", now) == int(now) - 2 * 86400
+    assert _when("90 m", now) == int(now) - 5400
+    # a time without a zone is UTC, whatever the process's zone
+    assert _when("2026-11-27T10:00:00", now) == int(dt.datetime(2026, 11, 27, 10, tzinfo=dt.UTC).timestamp())
+    assert _when("2026-11-27T10:00:00+01:00", now) == _when("2026-11-27T09:00:00Z", now)
+    with pytest.raises(UsageError, match="bad time"):
+        _when("yesterday", now)
+
+
+class _T:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def simpleString(self) -> str:
+        return self.name
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _T) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+def schema(**cols: str) -> SimpleNamespace:
+    return SimpleNamespace(fields=[SimpleNamespace(name=n, dataType=_T(t)) for n, t in cols.items()])
+
+
+def test_new_columns_adds_never_drops_or_retypes():
+    assert [f.name for f in new_columns("t", schema(a="int"), schema(a="int", B="string"))] == ["B"]
+    assert new_columns("t", schema(a="int"), schema(A="int")) == []  # names compare case-insensitively
+    with pytest.raises(SchemaConflict, match="no longer"):
+        new_columns("t", schema(a="int", b="int"), schema(a="int"))
+    with pytest.raises(SchemaConflict, match="a: target int, source bigint"):
+        new_columns("t", schema(a="int"), schema(a="bigint"))
+
+
+def test_projection_selects_each_wire_form_under_an_alias_no_column_has():
+    from coldtier.source import SourceColumn
+
+    columns = [SourceColumn("ts", "DateTime64(3)"), SourceColumn("ct_w0", "String")]
+    mappings = map_columns([(c.name, c.ch_type) for c in columns], "db.t")
+    names = wire_names(mappings, [c.name for c in columns])
+    assert not set(names) & {"ts", "ct_w0"} and len(set(names)) == 2
+    sql = projection(mappings, names)
+    assert len(sql) == 2 and all(f" AS `{n}`" in s for s, n in zip(sql, names, strict=True))
+    assert query_tag("p", "t", 7) == "coldtier:p/t/batch-7"

@@ -67,7 +67,9 @@ class Gates:
       file is removed (at most ``HOLD_LIMIT_S``), then runs;
     - ``NAME.fail`` exists: the first query to remove it fails, once, with the error code the
       file holds (empty: 159 TIMEOUT_EXCEEDED, which the JDBC driver retries by itself; a
-      code it does not retry, such as 160 TOO_SLOW, fails the read).
+      code it does not retry, such as 160 TOO_SLOW, fails the read);
+    - ``NAME.pace`` holds a number of seconds: a streamed answer waits that long after each
+      block it sends (a slow network, so that a test can act while rows are in flight).
     A schema probe (``… WHERE 1=0``, what Spark's JDBC reader sends to learn the columns) and
     INSERTs pass untouched. Off unless the server was started with ``--gate-dir``.
     """
@@ -80,6 +82,17 @@ class Gates:
     @staticmethod
     def name(tag: str) -> str:
         return re.sub(r"[^A-Za-z0-9._-]", "_", tag)
+
+    def pace(self, settings: dict[str, str]) -> float:
+        """Seconds to wait after each streamed block of this query's answer (0: none)."""
+        tag = settings.get("log_comment")
+        if not tag:
+            return 0.0
+        try:
+            with open(os.path.join(self.dir, self.name(tag)) + ".pace") as fh:
+                return float(fh.read().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0.0
 
     def check(self, settings: dict[str, str], sql: str) -> None:
         tag = settings.get("log_comment")
@@ -350,7 +363,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.server.gates.check(settings, sql)
             fmt = output_format(sql, default_fmt)
             if is_streaming(sql) and can_stream(fmt):
-                self._run_streaming(conn, sql, fmt, qparams, compress)
+                pace = self.server.gates.pace(settings) if self.server.gates is not None else 0.0
+                self._run_streaming(conn, sql, fmt, qparams, compress, pace)
             else:
                 self._run_whole(conn, sql, fmt, qparams, compress)
         finally:
@@ -420,7 +434,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _run_streaming(
-        self, conn: Any, sql: str, fmt: str, qparams: dict[str, str], compress: bool
+        self, conn: Any, sql: str, fmt: str, qparams: dict[str, str], compress: bool, pace: float = 0.0
     ) -> None:
         try:
             stream = conn.send_query(sql, fmt, params=qparams)
@@ -458,6 +472,9 @@ class Handler(BaseHTTPRequestHandler):
                     pieces = framing.encode(data) if compress else (data,)
                     for piece in pieces:
                         write(b"%X\r\n%b\r\n" % (len(piece), piece))
+                    if pace:  # test-only: a slow network (Gates.pace)
+                        self.wfile.flush()
+                        time.sleep(pace)
                 try:
                     chunk = next(chunks, None)
                 except Exception as exc:

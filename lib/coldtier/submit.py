@@ -155,11 +155,21 @@ def _prop_escape(text: str) -> str:
 
 
 def write_log4j(directory: Path) -> Path:
-    """A log4j2 configuration for a quiet run: Spark at WARN on stderr, ``QUIET_LOGGERS`` at ERROR."""
-    lines = ["rootLogger.level = warn", "rootLogger.appenderRef.stderr.ref = console",
-             "appender.console.type = Console", "appender.console.name = console",
-             "appender.console.target = SYSTEM_ERR", "appender.console.layout.type = PatternLayout",
-             "appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex"]
+    """A log4j2 configuration for a quiet run: Spark at WARN on stderr, ``QUIET_LOGGERS`` at ERROR,
+    and in YARN cluster mode the application's final report (``final status: SUCCEEDED``,
+    the tracking URL): the driver's own output is in the container logs then."""
+    layout = "%d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex"
+    lines = ["rootLogger.level = warn", "rootLogger.appenderRef.stderr.ref = console"]
+    for name, extra in (("console", []), ("final", [
+            "filter.status.type = RegexFilter", "filter.status.regex = (?s).*final status: (?!UNDEFINED).*",
+            "filter.status.onMatch = ACCEPT", "filter.status.onMismatch = DENY"])):
+        lines += [f"appender.{name}.{line}" for line in (
+            "type = Console", f"name = {name}", "target = SYSTEM_ERR", "layout.type = PatternLayout",
+            f"layout.pattern = {layout}", *extra)]
+    yarn = "logger.yarnclient"
+    lines += [f"{yarn}.name = org.apache.spark.deploy.yarn.Client", f"{yarn}.level = info",
+              f"{yarn}.additivity = false", f"{yarn}.appenderRef.warn.ref = console",
+              f"{yarn}.appenderRef.warn.level = warn", f"{yarn}.appenderRef.final.ref = final"]
     for i, name in enumerate(QUIET_LOGGERS):
         lines += [f"logger.quiet{i}.name = {name}", f"logger.quiet{i}.level = error"]
     path = directory / "coldtier-log4j2.properties"

@@ -16,6 +16,7 @@ from helpers import CH_PASSWORD, ROOT, ChembedProcess, free_port, wait_until
 from jobkit import (
     SINKS,
     assert_source_equals_sink,
+    batch_gate,
     ch_fingerprint,
     committed_batches,
     progress_lines,
@@ -142,18 +143,23 @@ def test_ledger_disagreeing_with_the_sink_is_refused(job, spark, capsys, three_b
 @pytest.mark.slow
 @pytest.mark.parametrize("job", SINKS, indirect=True)
 def test_clickhouse_dies_mid_read(job, spark, tmp_path, capsys):
-    own = ChembedProcess(tmp_path / "own-ch").start()
+    own = ChembedProcess(tmp_path / "own-ch", gate_dir=tmp_path / "gates").start()
     try:
         job.chembed = own
         job.__post_init__()
         trades = job.trades()
         trades.bulk(1_500_000)
         cfg = job.write_config([job.table_entry("m", trades.table, batch={"max_rows": 1_500_000})])
+        # the answer streams slowly (0.3 s per block), so the kill lands while rows are in flight
+        # on any machine, however fast or busy
+        gate = batch_gate(job, "m", 1)
+        gate.with_suffix(".pace").write_text("0.3")
         phases = tmp_path / "phases.log"
         env = {**job.env(), "COLDTIER_PHASE_FILE": str(phases)}
         proc = subprocess.Popen([sys.executable, "-m", "coldtier", "run", "--config", str(cfg)], cwd=ROOT,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_until(lambda: phases.exists() and "during-read" in phases.read_text(), 180, "the JDBC read")
+        time.sleep(1.0)  # blocks of rows have reached Spark; most are still to come
         own.stop(signal.SIGKILL)  # the server dies while Spark streams rows out of it
         started = time.monotonic()
         _, err = proc.communicate(timeout=300)
@@ -162,7 +168,8 @@ def test_clickhouse_dies_mid_read(job, spark, tmp_path, capsys):
         assert time.monotonic() - started < 120
         assert ledger_rows(job) == [(1, "planned")]
         assert committed_batches(spark, job, "m") == []  # nothing committed to the sink
-        own = ChembedProcess(tmp_path / "own-ch", port=own.port).start()
+        gate.with_suffix(".pace").unlink()
+        own = ChembedProcess(tmp_path / "own-ch", port=own.port, gate_dir=tmp_path / "gates").start()
         job.chembed = own
         code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
         assert code == 0, err

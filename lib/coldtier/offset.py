@@ -10,10 +10,12 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from coldtier.config import CursorConfig
 from coldtier.errors import CursorTypeError
+
+if TYPE_CHECKING:
+    from coldtier.config import CursorConfig
 
 _DT64 = re.compile(r"^DateTime64\((\d)(?:\s*,\s*'[^']*')?\)$")
 _DT = re.compile(r"^DateTime(?:\('[^']*'\))?$")

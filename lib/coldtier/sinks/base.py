@@ -88,3 +88,40 @@ def new_columns(ident: str, current: Any, source: Any) -> list[Any]:
 
 def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
+
+
+class BatchIdentity:
+    """The batch-identity reads every sink shares, over its own ``_batches()`` (the commits of
+    its lineage, newest first, each with the identity its properties carry)."""
+
+    def _batches(self) -> Any:
+        raise NotImplementedError
+
+    def _ours(self, pipeline: str, table: str) -> Any:
+        """Commits of this pipeline/table in the lineage, newest first: (batch id, end cursor,
+        snapshot id or version, rows)."""
+        return of_identity(self._batches(), pipeline, table)
+
+    def identities(self) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
+        """Every (pipeline, table) with batches in the lineage: its newest (batch id, end cursor)."""
+        return newest_per_identity(self._batches())
+
+    def find_batch(self, pipeline: str, table: str, batch_id: int) -> SnapshotInfo | None:
+        """The commit in the lineage that holds this batch, if any."""
+        for found, _, commit_id, rows in self._ours(pipeline, table):
+            if found == batch_id:
+                return SnapshotInfo(commit_id, found, rows)
+            if found < batch_id:
+                return None  # batch ids only grow along the lineage
+        return None
+
+    def batch_history(self, pipeline: str, table: str) -> list[tuple[int, dict[str, Any], int, int]]:
+        """Every batch of this pipeline/table in the lineage, oldest first: the evidence
+        recover-ledger rebuilds from."""
+        return list(self._ours(pipeline, table))[::-1]
+
+    def latest_batch(self, pipeline: str, table: str) -> tuple[int, dict[str, Any]] | None:
+        """(batch id, end cursor) of the newest commit of this pipeline/table in the lineage."""
+        for batch_id, end, _, _ in self._ours(pipeline, table):
+            return batch_id, end
+        return None

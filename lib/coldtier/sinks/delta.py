@@ -22,11 +22,10 @@ from coldtier.sinks.base import (
     P_END,
     P_PIPELINE,
     P_TABLE,
+    BatchIdentity,
     SnapshotInfo,
     batch_properties,
     new_columns,
-    newest_per_identity,
-    of_identity,
     quote,
 )
 
@@ -34,7 +33,7 @@ RECENT = 32  # commits read first when looking for a batch
 
 
 @dataclass
-class DeltaSink:
+class DeltaSink(BatchIdentity):
     spark: Any
     target: TargetConfig
     _restores: int | None = field(default=None, repr=False)
@@ -161,15 +160,6 @@ class DeltaSink:
             if seen is None or seen == 0:
                 return
 
-    def _ours(self, pipeline: str, table: str) -> Any:
-        """Commits of this pipeline/table in the lineage, newest first: (batch id, end cursor,
-        version, rows)."""
-        return of_identity(self._batches(), pipeline, table)
-
-    def identities(self) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
-        """Every (pipeline, table) with batches in the lineage: its newest (batch id, end cursor)."""
-        return newest_per_identity(self._batches())
-
     def adopt(self, pipeline: str, table: str, batch_id: int, end: dict[str, Any],
               note: dict[str, str]) -> int:
         """An empty commit carrying a batch identity (``adopt``): the new identity's watermark."""
@@ -204,19 +194,3 @@ class DeltaSink:
         written = int((r["operationMetrics"] or {}).get("numOutputRows") or 0)
         return (doc[P_PIPELINE], doc.get(P_TABLE), int(doc[P_BATCH]), json.loads(doc[P_END]),
                 int(r["version"]), written)
-
-    def find_batch(self, pipeline: str, table: str, batch_id: int) -> SnapshotInfo | None:
-        for found, _, version, rows in self._ours(pipeline, table):
-            if found == batch_id:
-                return SnapshotInfo(version, found, rows)
-            if found < batch_id:
-                return None
-        return None
-
-    def batch_history(self, pipeline: str, table: str) -> list[tuple[int, dict[str, Any], int, int]]:
-        return list(self._ours(pipeline, table))[::-1]
-
-    def latest_batch(self, pipeline: str, table: str) -> tuple[int, dict[str, Any]] | None:
-        for batch_id, end, _, _ in self._ours(pipeline, table):
-            return batch_id, end
-        return None

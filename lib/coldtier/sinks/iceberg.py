@@ -33,12 +33,11 @@ from coldtier.sinks.base import (
     P_END,
     P_PIPELINE,
     P_TABLE,
+    BatchIdentity,
     SchemaConflict,
     SnapshotInfo,
     batch_properties,
     new_columns,
-    newest_per_identity,
-    of_identity,
 )
 from coldtier.sinks.base import quote as _q
 
@@ -54,7 +53,7 @@ DEFAULT_PROPERTIES = {
 
 
 @dataclass
-class IcebergSink:
+class IcebergSink(BatchIdentity):
     spark: Any
     target: TargetConfig
 
@@ -130,15 +129,6 @@ class IcebergSink:
             parent = snap.parentId()
             snap = t.snapshot(parent) if parent is not None else None
 
-    def _ours(self, pipeline: str, table: str) -> Any:
-        """Snapshots of this pipeline/table in the current ancestry, newest first:
-        (batch id, end cursor, snapshot id, added rows)."""
-        return of_identity(self._batches(), pipeline, table)
-
-    def identities(self) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
-        """Every (pipeline, table) with batches in the ancestry: its newest (batch id, end cursor)."""
-        return newest_per_identity(self._batches())
-
     def adopt(self, pipeline: str, table: str, batch_id: int, end: dict[str, Any],
               note: dict[str, str]) -> int:
         """An empty commit carrying a batch identity (``adopt``): the new identity's watermark."""
@@ -149,26 +139,6 @@ class IcebergSink:
             commit = commit.set(k, v)
         commit.commit()
         return int(self._jtable().currentSnapshot().snapshotId())
-
-    def find_batch(self, pipeline: str, table: str, batch_id: int) -> SnapshotInfo | None:
-        """The snapshot in the current ancestry that committed this batch, if any."""
-        for found, _, snapshot_id, rows in self._ours(pipeline, table):
-            if found == batch_id:
-                return SnapshotInfo(snapshot_id, found, rows)
-            if found < batch_id:
-                return None  # batch ids only grow along the ancestry
-        return None
-
-    def batch_history(self, pipeline: str, table: str) -> list[tuple[int, dict[str, Any], int, int]]:
-        """Every batch of this pipeline/table in the current ancestry, oldest first: the
-        evidence recover-ledger rebuilds from."""
-        return list(self._ours(pipeline, table))[::-1]
-
-    def latest_batch(self, pipeline: str, table: str) -> tuple[int, dict[str, Any]] | None:
-        """(batch id, end cursor) of the newest snapshot of this pipeline/table in the ancestry."""
-        for batch_id, end, _, _ in self._ours(pipeline, table):
-            return batch_id, end
-        return None
 
     def append_rows(self, df: Any, note: dict[str, str]) -> None:
         """Append rows that are not a batch (a reconcile repair), in one snapshot whose summary

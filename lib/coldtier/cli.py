@@ -314,6 +314,11 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
                     out({"pipeline": cfg.pipeline, "table": t.name, "rows": 0, "caught_up": True})
                 ok = True
                 return EXIT_OK
+            if stop.stopped:  # a stop signal before any work began: nothing to finish
+                print(json.dumps({"pipeline": cfg.pipeline, "batches": 0, "stopped_by_signal": True,
+                                  "cancelled": False}), file=sys.stderr)
+                ok = True
+                return EXIT_OK
             spark = (spark_factory or session_for)(cfg)
             shield_jvm_from_stop_signals(spark)
             for t, lock in zip(tables, locks, strict=True):

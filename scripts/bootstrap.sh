@@ -4,6 +4,7 @@
 #   - .venv from requirements.txt, with coldtier installed editable (the `coldtier` command)
 #   - the Spark-side jars, resolved once into the Ivy cache (--packages)
 set -euo pipefail
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac  # runuser, useradd (cron's PATH lacks them)
 cd "$(dirname "$0")/.."
 
 apt_pkgs=()

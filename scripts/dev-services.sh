@@ -6,6 +6,7 @@
 #   COLDTIER_CH_PORT (18123)  COLDTIER_CH_PASSWORD (dev-ch-Q7v2p)
 #   COLDTIER_PG_PORT (15432)  COLDTIER_PG_PASSWORD (dev-pg-K4m8w)  COLDTIER_DEV_DIR (.dev)
 set -euo pipefail
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac  # runuser, useradd (cron's PATH lacks them)
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 CH_PORT=${COLDTIER_CH_PORT:-18123}

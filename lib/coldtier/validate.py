@@ -40,8 +40,6 @@ def _attempt(what: str, fn: Callable[[], str]) -> Check:
 def checks(cfg: AppConfig, names: list[str] | None) -> Iterator[Check]:
     from coldtier.ledger import Ledger, where
     from coldtier.lock import AdvisoryLock, LockHeld, table_lock
-    from coldtier.source import source_client
-    from coldtier.views import plan_doc
 
     tables = cfg.select(names)
     yield Check("ok", "config", f"{cfg.path}: pipeline {cfg.pipeline}, {len(tables)} of {len(cfg.tables)} "
@@ -53,19 +51,22 @@ def checks(cfg: AppConfig, names: list[str] | None) -> Iterator[Check]:
     ledger = Ledger(lc.dsn, lc.schema, min(lc.connect_timeout_s, 5.0), retries=0,
                     statement_timeout_s=lc.statement_timeout_s, tcp_timeout_s=lc.tcp_timeout_s)
     try:
+        present: list[bool] = []  # asked once: the table checks read the ledger only if it exists
+
         def ledger_check() -> str:
-            present = ledger.schema_present()
-            state = "present" if present else "absent (the first run creates it)"
+            present.append(ledger.schema_present())
+            state = "present" if present[0] else "absent (the first run creates it)"
             return f"PostgreSQL {where(lc.dsn)}, schema {lc.schema}: {state}"
 
         ledger_ok = _attempt("ledger", ledger_check)
         yield ledger_ok
+        history = ledger if present and present[0] else None
         for name in dict.fromkeys(t.connection for t in tables):
             yield _attempt(f"source {name}", partial(_clickhouse, cfg, name))
         for name in dict.fromkeys(t.target.catalog for t in tables if t.target.format == "iceberg"):
             yield _catalog(name, cfg.catalogs[name])
         for t in tables:
-            plan = partial(_describe_plan, cfg, ledger, t, plan_doc, source_client)
+            plan = partial(_describe_plan, cfg, history, t)
             yield _attempt(f"table {t.name}", plan)
             if ledger_ok.level != "ok":
                 continue
@@ -86,23 +87,10 @@ def checks(cfg: AppConfig, names: list[str] | None) -> Iterator[Check]:
         ledger.close()
 
 
-def _describe_plan(cfg: AppConfig, ledger: Any, t: Any, plan_doc: Callable[..., dict[str, Any]],
-                   source_client: Callable[..., Any]) -> str:
-    if ledger.schema_present():
-        doc = plan_doc(cfg, ledger, t)
-    else:  # a first run: nothing planned yet (validate creates nothing)
-        from coldtier.source import Planner, resolve_cursor
+def _describe_plan(cfg: AppConfig, ledger: Any, t: Any) -> str:
+    from coldtier.views import plan_doc
 
-        client = source_client(cfg, t)
-        spec, _ = resolve_cursor(client, t)
-        planned = Planner(client, t, spec).plan(None)
-        doc = {"kind": "next" if planned.rng else "caught-up", "batch_id": 1,
-               "planned_rows": planned.rows, "partitions": len(planned.partitions),
-               "start_text": None, "end_text": None}
-        if planned.rng is not None:
-            from coldtier.offset import offset_text
-
-            doc["end_text"] = offset_text(spec, planned.rng.hi)
+    doc = plan_doc(cfg, ledger, t)
     cursor = " + ".join(c for c in (t.cursor.timestamp_column, t.cursor.incrementing_column) if c)
     where = f"{t.source_table} ({t.cursor.mode}: {cursor}) → {t.target.identifier}"
     if doc["kind"] == "caught-up":

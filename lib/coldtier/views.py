@@ -13,12 +13,13 @@ from coldtier.offset import offset_fields
 from coldtier.source import Planner, resolve_cursor, source_client
 
 
-def plan_doc(cfg: AppConfig, ledger: Ledger, t: TableConfig) -> dict[str, Any]:
+def plan_doc(cfg: AppConfig, ledger: Ledger | None, t: TableConfig) -> dict[str, Any]:
     """What the next run would do for one table (``plan``, ``validate``): replay the batch left
-    planned, plan the next one, or nothing (caught up)."""
+    planned, plan the next one, or nothing (caught up). ``ledger`` None: a ledger not created yet
+    (``validate`` creates nothing), so no batch before this one."""
     client = source_client(cfg, t)
     spec, _ = resolve_cursor(client, t)
-    last = ledger.last_batch(cfg.pipeline, t.name)
+    last = ledger.last_batch(cfg.pipeline, t.name) if ledger is not None else None
     if last is not None and last.status == "planned":
         rng, rows, parts, bid, kind = last.rng, last.planned_rows, last.parts, last.batch_id, "replay"
     else:

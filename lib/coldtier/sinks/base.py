@@ -9,6 +9,7 @@ idempotent-write transaction (``txnAppId``/``txnVersion``).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -90,12 +91,12 @@ def quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-class BatchIdentity:
+class BatchIdentity(ABC):
     """The batch-identity reads every sink shares, over its own ``_batches()`` (the commits of
     its lineage, newest first, each with the identity its properties carry)."""
 
-    def _batches(self) -> Any:
-        raise NotImplementedError
+    @abstractmethod
+    def _batches(self) -> Any: ...
 
     def _ours(self, pipeline: str, table: str) -> Any:
         """Commits of this pipeline/table in the lineage, newest first: (batch id, end cursor,

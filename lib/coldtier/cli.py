@@ -15,6 +15,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from coldtier import __version__
 from coldtier import config as config_mod
 from coldtier.config import AppConfig, mask
-from coldtier.driver import StopFlag, Trigger, run_tables
+from coldtier.driver import StopFlag, TableFailure, Trigger, run_tables
 from coldtier.errors import (  # noqa: F401  (EXIT_* re-exported: cli.EXIT_SCHEMA)
     EXIT_CONFIG,
     EXIT_INTERNAL,
@@ -39,7 +40,7 @@ from coldtier.errors import (  # noqa: F401  (EXIT_* re-exported: cli.EXIT_SCHEM
 from coldtier.faults import FaultHook
 from coldtier.handoff import attach_stderr, write_pidfile
 from coldtier.ledger import Ledger, LedgerInconsistent, open_ledger
-from coldtier.lock import AdvisoryLock, table_lock
+from coldtier.lock import AdvisoryLock, lock_session, table_lock
 from coldtier.loop import TableRunner, emit_json, ledger_watermark
 from coldtier.metrics import RunMetrics
 from coldtier.offset import Offset
@@ -108,7 +109,8 @@ def held(cfg: AppConfig, tables: tuple[Any, ...], wait_for_lock: float | None = 
     under. Locks are released and the ledger closed in reverse order on the way out, whatever
     happens. ``wait_for_lock``: None fails at once with LockHeld (exit 3)."""
     ledger = open_ledger(cfg)
-    locks = [table_lock(cfg, t) for t in tables]
+    session = lock_session(cfg)
+    locks = [table_lock(cfg, t, session) for t in tables]
     try:
         ledger.ensure_schema()
         for lock in locks:
@@ -117,6 +119,7 @@ def held(cfg: AppConfig, tables: tuple[Any, ...], wait_for_lock: float | None = 
     finally:
         for lock in reversed(locks):
             lock.release()
+        session.drop()
         ledger.close()
 
 
@@ -288,15 +291,28 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
     metrics = RunMetrics(cfg.metrics, cfg.pipeline)
     runners: list[TableRunner] = []
     report: bool = False  # a run that never got its locks reports nothing: the holder does
+    counted = False
     ok = False
 
+    emitting = threading.Lock()  # tables progress concurrently: one document at a time
+
     def out(doc: dict[str, Any]) -> None:
-        emit(doc)
-        try:
-            metrics.observe(doc)
-        except Exception as exc:  # metrics never change the run's outcome
-            print(f"coldtier: WARNING: could not write metrics: {mask(str(exc), cfg.secrets())}",
-                  file=sys.stderr, flush=True)
+        with emitting:
+            emit(doc)
+            try:
+                metrics.observe(doc)
+            except Exception as exc:  # metrics never change the run's outcome
+                print(f"coldtier: WARNING: could not write metrics: {mask(str(exc), cfg.secrets())}",
+                      file=sys.stderr, flush=True)
+
+    def table_failed(failure: TableFailure, others_go_on: bool) -> None:
+        with emitting:
+            metrics.failed(failure.table, failure.phase)
+        if others_go_on:  # the run's last line reports it again, with the exit code
+            code, what = classify(failure.error)
+            text = mask(" ".join(str(failure.error).split())[:2000], cfg.secrets())
+            print(f"coldtier: {cfg.pipeline}/{failure.table} stopped ({what}, exit {code}): {text}; the "
+                  f"other tables go on", file=sys.stderr, flush=True)
 
     try:
         with held(cfg, tables, wait_for_lock) as (ledger, locks):
@@ -325,21 +341,23 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
                 runners.append(TableRunner(cfg, t, spark, ledger, FaultHook(), out, lock))
             stop.arm(spark.sparkContext.cancelAllJobs)
             try:
-                done = run_tables(runners, trigger, max_batches, stop)
-            except Exception:
-                if not stop.cancelled:
-                    raise
-                active = next((r for r in runners if r.phase != "idle"), None)
-                where = f"{cfg.pipeline}/{active.table.name}" if active else cfg.pipeline
-                print(f"coldtier: stopped: the batch in flight of {where} did not finish within the "
-                      f"{stop.grace_s:g} s grace after the stop signal and was cancelled; it stays planned "
-                      f"and the next run replays it (exit 0)", file=sys.stderr, flush=True)
-                done = -1
+                outcome = run_tables(runners, trigger, max_batches, stop, cfg.run.max_concurrent_tables,
+                                     table_failed)
             finally:
                 stop.disarm()
-            print(json.dumps({"pipeline": cfg.pipeline, "batches": max(done, 0),
-                              "stopped_by_signal": stop.stopped, "cancelled": stop.cancelled}),
-                  file=sys.stderr)
+            if stop.cancelled:
+                where = ", ".join(f"{cfg.pipeline}/{r.table.name}" for r in runners if r.phase != "idle")
+                print(f"coldtier: stopped: the batch in flight of {where or cfg.pipeline} did not finish "
+                      f"within the {stop.grace_s:g} s grace after the stop signal and was cancelled; it "
+                      f"stays planned and the next run replays it (exit 0)", file=sys.stderr, flush=True)
+            if not outcome.failures or len(runners) > 1:  # one table's failure: its error is the summary
+                print(json.dumps({"pipeline": cfg.pipeline, "batches": outcome.batches,
+                                  "stopped_by_signal": stop.stopped, "cancelled": stop.cancelled,
+                                  **({"failed_tables": [f.table for f in outcome.failures]}
+                                     if outcome.failures else {})}), file=sys.stderr)
+            if outcome.failures:
+                counted = True  # each failure is in the metrics already
+                raise outcome.failures[0].error
             ok = not stop.cancelled
             return EXIT_OK
     except NeedsSpark:  # the launcher's run ahead ends here: the driver reports this run
@@ -347,7 +365,7 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
         metrics.close()
         raise
     except BaseException:
-        if report:
+        if report and not counted:
             active = next((r for r in runners if r.phase != "idle"), None)
             metrics.failed(active.table.name if active else "*", active.phase if active else "setup")
         raise

@@ -3,13 +3,15 @@ the loop that steps each table's runner until the trigger is satisfied."""
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from coldtier.errors import UsageError
 
@@ -101,44 +103,157 @@ class StopFlag:
         self.event.wait(seconds)
 
 
-def run_tables(runners: list[TableRunner], trigger: Trigger, max_batches: int | None,
-               stop: StopFlag) -> int:
-    """Drive the runners sequentially per trigger; returns the number of batches committed."""
-    done = 0
+@dataclass(frozen=True)
+class TriggerRecord:
+    """One trigger of one table: when it was due, when its unit of work ran, what it moved."""
 
-    def budget_left() -> bool:
-        return max_batches is None or done < max_batches
+    table: str
+    due: float  # time.monotonic() of the trigger tick
+    started: float
+    finished: float
+    rows: int | None  # None: nothing to read, or the unit failed
+    kind: str  # recover | step
 
-    for r in runners:
-        if not budget_left():
-            break
-        if r.recover() is not None:
-            done += 1
-    if trigger.kind == "once":
-        for r in runners:
-            if stop.stopped or not budget_left():
+
+@dataclass(frozen=True)
+class TableFailure:
+    table: str
+    phase: str  # the runner's phase when it failed (plan, read, write, commit, recover...)
+    error: BaseException
+
+
+@dataclass
+class RunOutcome:
+    batches: int = 0
+    failures: list[TableFailure] = field(default_factory=list)
+
+
+class _Budget:
+    """``--max-batches`` shared by the tables: a slot is reserved before a unit of work starts
+    and given back if the unit moves nothing, so concurrent tables never exceed it."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit, self.used, self._lock = limit, 0, threading.Lock()
+
+    def reserve(self) -> bool:
+        with self._lock:
+            if self.limit is not None and self.used >= self.limit:
+                return False
+            self.used += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.used -= 1
+
+    @property
+    def exhausted(self) -> bool:
+        with self._lock:
+            return self.limit is not None and self.used >= self.limit
+
+
+@dataclass
+class _Slot:
+    """The scheduling state of one table."""
+
+    runner: TableRunner
+    due: float
+    recovered: bool = False
+    ceiling: Any = None
+    busy: bool = False
+    done: bool = False
+
+
+def run_tables(runners: list[TableRunner], trigger: Trigger, max_batches: int | None, stop: StopFlag,
+               concurrency: int = 1, on_failure: Callable[[TableFailure, bool], None] | None = None,
+               on_trigger: Callable[[TriggerRecord], None] | None = None) -> RunOutcome:
+    """Drive the tables' runners under ``trigger``, up to ``concurrency`` tables at a time.
+
+    Each table's unit of work (recover its planned batch, or one ``step``) runs in a worker
+    thread; the units of one table never overlap, so per-table exactly-once is the runner's as
+    before. A trigger tick is due at ``t0 + k × interval`` (Spark's ProcessingTimeExecutor: a
+    batch that overruns its interval is followed at once by the next). ``available-now`` moves
+    each table up to the horizon it had at its start, one batch per unit, tables taking turns.
+    A table that fails stops; the others go on (``on_failure(failure, others_go_on)``) and the
+    outcome lists every failure. No unit starts after a stop signal or once ``max_batches`` is
+    spent; units in flight finish."""
+    budget = _Budget(max_batches)
+    outcome = RunOutcome()
+    t0 = time.monotonic()
+    slots = [_Slot(r, t0) for r in runners]
+    interval = trigger.interval_s
+
+    def unit(slot: _Slot) -> TriggerRecord:
+        r, started = slot.runner, time.monotonic()
+        if not slot.recovered:
+            kind, result = "recover", r.recover()
+            if trigger.kind == "available-now":
+                slot.ceiling = r.planner.horizon()  # what "now" means for this table's run
+        else:
+            kind, result = "step", r.step(slot.ceiling)
+        return TriggerRecord(r.table.name, slot.due, started, time.monotonic(),
+                             None if result is None else result.rows, kind)
+
+    def settle(slot: _Slot, rec: TriggerRecord) -> None:
+        if rec.rows is None:
+            budget.give_back()
+        else:
+            outcome.batches += 1
+        if rec.kind == "recover":
+            slot.recovered = True
+            slot.done = trigger.kind == "available-now" and slot.ceiling is None
+            return
+        if trigger.kind == "once" or (trigger.kind == "available-now" and rec.rows is None):
+            slot.done = True
+        elif trigger.kind == "processing-time":
+            slot.due = t0 + (math.floor((rec.started - t0) / interval) + 1) * interval
+
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="coldtier-table") as pool:
+        running: dict[Future[TriggerRecord], _Slot] = {}
+        turn = 0
+        while True:
+            now = time.monotonic()
+            accepting = not stop.stopped and not budget.exhausted
+            if accepting:
+                # round robin from where the last pass stopped: no table waits behind the same others
+                order = slots[turn:] + slots[:turn]
+                for i, slot in enumerate(order):
+                    if len(running) >= concurrency:
+                        break
+                    if slot.busy or slot.done or slot.due > now:
+                        continue
+                    if not budget.reserve():
+                        break
+                    slot.busy = True
+                    running[pool.submit(unit, slot)] = slot
+                    turn = (turn + i + 1) % len(slots)
+            live = [s for s in slots if not s.done]
+            if not running and (not live or not accepting):
                 break
-            if r.step() is not None:
-                done += 1
-        return done
-    if trigger.kind == "available-now":
-        ceilings = {r.table.name: r.planner.horizon() for r in runners}
-        active = [r for r in runners if ceilings[r.table.name] is not None]
-        while active and not stop.stopped and budget_left():
-            for r in list(active):
-                if stop.stopped or not budget_left():
-                    break
-                if r.step(ceilings[r.table.name]) is None:
-                    active.remove(r)
-                else:
-                    done += 1
-        return done
-    while not stop.stopped and budget_left():
-        began = time.monotonic()
-        for r in runners:
-            if stop.stopped or not budget_left():
-                break
-            if r.step() is not None:
-                done += 1
-        stop.sleep(max(0.0, trigger.interval_s - (time.monotonic() - began)))
-    return done
+            wake = min((s.due for s in live if not s.busy), default=now + 0.5)
+            timeout = min(0.5, max(0.0, wake - time.monotonic()))
+            finished: set[Future[TriggerRecord]] = set()
+            if running:
+                finished, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+            else:
+                stop.sleep(timeout)
+            for fut in finished:
+                slot = running.pop(fut)
+                slot.busy = False
+                try:
+                    rec = fut.result()
+                except Exception as exc:
+                    budget.give_back()
+                    slot.done = True
+                    if stop.cancelled:
+                        continue  # cancelled by the stop grace: reported by the caller, not a failure
+                    failure = TableFailure(slot.runner.table.name, slot.runner.phase, exc)
+                    slot.runner.phase = "idle"
+                    outcome.failures.append(failure)
+                    if on_failure is not None:
+                        on_failure(failure, any(not s.done for s in slots))
+                    continue
+                settle(slot, rec)
+                if on_trigger is not None:
+                    on_trigger(rec)
+    return outcome

@@ -46,8 +46,9 @@ class FaultHook:
             os.kill(os.getpid(), signal.SIGKILL)
 
     @contextmanager
-    def watch_write(self, spark: Any, table: str, batch_id: int) -> Iterator[None]:
-        """Reports during-read/during-write once the batch's Spark job has running tasks."""
+    def watch_write(self, spark: Any, table: str, batch_id: int, group: str | None = None) -> Iterator[None]:
+        """Reports during-read/during-write once the batch's Spark job (of job ``group``, when
+        tables run concurrently) has running tasks."""
         if not self.active:
             yield
             return
@@ -55,7 +56,10 @@ class FaultHook:
         tracker = spark.sparkContext.statusTracker()
 
         def running() -> bool:
+            ours = set(tracker.getJobIdsForGroup(group)) if group is not None else None
             for job_id in tracker.getActiveJobsIds():
+                if ours is not None and job_id not in ours:
+                    continue
                 info = tracker.getJobInfo(job_id)
                 for stage_id in info.stageIds if info else ():
                     stage = tracker.getStageInfo(stage_id)

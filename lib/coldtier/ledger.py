@@ -13,6 +13,7 @@ and retried the same way, in one place.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -101,9 +102,15 @@ class Ledger:
     backoff_s: float = 0.5
     statement_timeout_s: float = 60.0
     tcp_timeout_s: float = 30.0
-    _conn: Any = field(default=None, repr=False)
+    # one connection per thread (tables of one run progress concurrently); all closed by close()
+    _conns: dict[int, Any] = field(default_factory=dict, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- connection with bounded retries --------------------------------------------------
+    @property
+    def _conn(self) -> Any:
+        return self._conns.get(threading.get_ident())
+
     def _connect(self) -> Any:
         conn = pg.connect(self.dsn, "coldtier", self.connect_timeout_s, self.statement_timeout_s,
                           self.tcp_timeout_s)
@@ -115,32 +122,46 @@ class Ledger:
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = self._connect()
-                with pg.deadline(self._conn, self.statement_timeout_s + self.tcp_timeout_s):
-                    result = fn(self._conn)
-                    self._conn.commit()
+                conn = self._conn
+                if conn is None or conn.closed:
+                    conn = self._connect()
+                    with self._guard:
+                        self._conns[threading.get_ident()] = conn
+                with pg.deadline(conn, self.statement_timeout_s + self.tcp_timeout_s):
+                    result = fn(conn)
+                    conn.commit()
                 return result
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                 last = exc
-                self.close()
+                self._discard()
                 if "authentication failed" in str(exc):
                     break  # a wrong password does not heal with retries
                 if attempt < self.retries:
                     time.sleep(delay)
                     delay = min(delay * 2, 8.0)
             except Exception:
-                if self._conn is not None and not self._conn.closed:
+                conn = self._conn
+                if conn is not None and not conn.closed:
                     with suppress(psycopg2.Error):
-                        self._conn.rollback()
+                        conn.rollback()
                 raise
         raise LedgerError(f"PostgreSQL ledger ({where(self.dsn)}) failed: {_first_line(last)}") from None
 
-    def close(self) -> None:
-        if self._conn is not None:
+    def _discard(self) -> None:
+        """Drop this thread's connection (broken, or its state unknown)."""
+        with self._guard:
+            conn = self._conns.pop(threading.get_ident(), None)
+        if conn is not None:
             with suppress(psycopg2.Error):  # discarding the connection: its state does not matter
-                self._conn.close()
-            self._conn = None
+                conn.close()
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._guard:
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            with suppress(psycopg2.Error):
+                conn.close()
 
     @contextmanager
     def _cursor(self, conn: Any) -> Iterator[Any]:

@@ -10,6 +10,7 @@ checks it in the same transaction. A writer that lost its lock never publishes o
 
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -46,6 +47,58 @@ class Fence:
 
 
 @dataclass
+class LockSession:
+    """The PostgreSQL session advisory locks live in. One run's tables share one (a hundred
+    tables hold a hundred locks on one connection, not a hundred connections); statements on
+    it take turns. ``generation`` counts its connections: a lock taken on an earlier one died
+    with it."""
+
+    dsn: str = field(repr=False)
+    name: str = "coldtier-lock"
+    connect_timeout_s: float = 10.0
+    statement_timeout_s: float = 60.0
+    tcp_timeout_s: float = 30.0
+    generation: int = 0
+    _conn: Any = field(default=None, repr=False)
+    _mutex: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def run(self, sql: str, args: tuple[Any, ...]) -> Any:
+        """One statement, bounded on both sides (pg.deadline); a broken connection is dropped."""
+        with self._mutex:
+            if self._conn is None:
+                self._conn = pg.connect(self.dsn, self.name, self.connect_timeout_s,
+                                        self.statement_timeout_s, self.tcp_timeout_s)
+                self._conn.autocommit = True
+                self.generation += 1
+            conn = self._conn
+            try:
+                with pg.deadline(conn, self.statement_timeout_s + self.tcp_timeout_s), conn.cursor() as cur:
+                    cur.execute(sql, args)
+                    return cur.fetchone() if cur.description else None
+            except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                self.drop()
+                raise
+
+    def alive(self, generation: int | None) -> bool:
+        """Whether the connection of ``generation`` is still up (and answers)."""
+        with self._mutex:
+            if generation is None or self._conn is None or self._conn.closed or generation != self.generation:
+                return False
+            try:
+                self.run("SELECT 1", ())
+                return True
+            except psycopg2.Error:
+                return False
+
+    def drop(self) -> None:
+        with self._mutex:
+            if self._conn is not None:
+                with suppress(psycopg2.Error):
+                    self._conn.close()
+                self._conn = None
+
+
+@dataclass
 class AdvisoryLock:
     dsn: str = field(repr=False)
     key: str = ""
@@ -54,24 +107,27 @@ class AdvisoryLock:
     epoch: int | None = None  # this holder's owner epoch (with a fence)
     statement_timeout_s: float = 60.0
     tcp_timeout_s: float = 30.0
-    _conn: Any = field(default=None, repr=False)
+    session: LockSession | None = None  # shared with the run's other locks; None: a session of its own
+    _own: bool = field(default=False, repr=False)
+    _gen: int | None = field(default=None, repr=False)  # the session generation the lock was taken on
 
-    def _session(self) -> Any:
-        if self._conn is None:
-            self._conn = pg.connect(self.dsn, f"coldtier-lock {self.key}", self.connect_timeout_s,
-                                    self.statement_timeout_s, self.tcp_timeout_s)
-            self._conn.autocommit = True
-        return self._conn
+    def __post_init__(self) -> None:
+        if self.session is None:
+            self.session = LockSession(self.dsn, f"coldtier-lock {self.key}", self.connect_timeout_s,
+                                       self.statement_timeout_s, self.tcp_timeout_s)
+            self._own = True
 
     def _run(self, sql: str, args: tuple[Any, ...]) -> Any:
-        """One statement on the lock's session, bounded on both sides (pg.deadline)."""
-        conn = self._session()
-        with pg.deadline(conn, self.statement_timeout_s + self.tcp_timeout_s), conn.cursor() as cur:
-            cur.execute(sql, args)
-            return cur.fetchone() if cur.description else None
+        assert self.session is not None
+        return self.session.run(sql, args)
 
     def _try_lock(self) -> bool:
-        return bool(self._run("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self.key,))[0])
+        assert self.session is not None
+        with self.session._mutex:  # the generation read belongs to the connection the lock was taken on
+            got = bool(self._run("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self.key,))[0])
+            if got:
+                self._gen = self.session.generation
+            return got
 
     def _epoch(self, bump: bool) -> int | None:
         if self.fence is None:
@@ -91,13 +147,8 @@ class AdvisoryLock:
             time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
     def _alive(self) -> bool:
-        if self._conn is None or self._conn.closed:
-            return False
-        try:
-            self._run("SELECT 1", ())
-            return True
-        except psycopg2.Error:
-            return False
+        assert self.session is not None
+        return self.session.alive(self._gen)
 
     def ensure(self) -> None:
         """Check the lock is still ours before a batch: a PostgreSQL restart ends the session
@@ -142,22 +193,32 @@ class AdvisoryLock:
                             f"the batch in flight is not published")
 
     def _drop(self) -> None:
-        if self._conn is not None:
-            with suppress(psycopg2.Error):
-                self._conn.close()
-            self._conn = None
+        """Forget a lock whose session is gone (a session of its own is closed)."""
+        self._gen = None
+        if self._own and self.session is not None:
+            self.session.drop()
 
     def release(self) -> None:
-        if self._conn is not None:
+        assert self.session is not None
+        if self._gen is not None and self._gen == self.session.generation:
             # Unlock explicitly; if the session is already gone, so is the lock.
             with suppress(psycopg2.Error):
                 self._run("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (self.key,))
-            self._drop()
+        self._gen = None
+        if self._own:
+            self.session.drop()
 
 
-def table_lock(cfg: AppConfig, t: TableConfig) -> AdvisoryLock:
+def lock_session(cfg: AppConfig) -> LockSession:
+    """The one session a run's table locks share."""
+    lc = cfg.ledger
+    return LockSession(lc.dsn, f"coldtier-lock {cfg.pipeline}", lc.connect_timeout_s, lc.statement_timeout_s,
+                       lc.tcp_timeout_s)
+
+
+def table_lock(cfg: AppConfig, t: TableConfig, session: LockSession | None = None) -> AdvisoryLock:
     """The advisory lock of one pipeline/table, fenced by its owner epoch in the ledger."""
     lc = cfg.ledger
     return AdvisoryLock(lc.dsn, f"coldtier/{cfg.pipeline}/{t.name}", lc.connect_timeout_s,
                         Fence(lc.schema, cfg.pipeline, t.name), None, lc.statement_timeout_s,
-                        lc.tcp_timeout_s)
+                        lc.tcp_timeout_s, session)

@@ -169,10 +169,26 @@ class TableRunner:
         last = self.ledger.last_batch(self.pipeline, self.table.name)
         return last.batch_id if last is not None and last.status == "planned" else None
 
+    @property
+    def job_group(self) -> str:
+        return f"coldtier/{self.pipeline}/{self.table.name}"
+
+    def _bind(self) -> None:
+        """Spark work of this table, from whichever thread runs it: the session active, its own
+        FAIR pool (a big backfill shares the executors with the live tables instead of queueing
+        them) and job group (named in Spark's UI, watched by the fault hook)."""
+        sc = self.spark.sparkContext
+        # a JVM thread of py4j starts without an active session: its SQL conf would be the
+        # defaults (the JVM's time zone, not the session's UTC), and plans built there go wrong
+        sc._jvm.org.apache.spark.sql.SparkSession.setActiveSession(self.spark._jsparkSession)
+        sc.setLocalProperty("spark.scheduler.pool", self.table.name)
+        sc.setJobGroup(self.job_group, f"coldtier {self.pipeline}/{self.table.name}", False)
+
     # -- one batch ---------------------------------------------------------------------
     def recover(self) -> BatchResult | None:
         """Finish a batch that was planned but not committed (a crash or failure)."""
         self.phase = "recover"
+        self._bind()
         self.verify()
         last = self.ledger.last_batch(self.pipeline, self.table.name)
         if last is None or last.status == "committed":
@@ -195,6 +211,7 @@ class TableRunner:
         """Plan and run the next batch; None when there is nothing to read."""
         t0 = time.perf_counter()
         self.phase = "plan"
+        self._bind()
         if self.lock is not None:
             self.lock.ensure()
         last_id, lo = self.committed_watermark()
@@ -257,7 +274,7 @@ class TableRunner:
         t2 = time.perf_counter()
         self.phase = "write"
         try:
-            with self.hook.watch_write(self.spark, self.table.name, batch.batch_id):
+            with self.hook.watch_write(self.spark, self.table.name, batch.batch_id, self.job_group):
                 # reads from ClickHouse and writes, in one Spark job; audited before it is visible
                 info = self.sink.append(df, batch, lambda rows: self._audit(batch, rows))
         except Exception as exc:

@@ -21,6 +21,9 @@ def base_conf() -> dict[str, str]:
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.showConsoleProgress": "false",
+        # tables run concurrently (run.max_concurrent_tables), each in a pool of its own: a big
+        # backfill shares the executors fairly with the live tables instead of queueing them
+        "spark.scheduler.mode": "FAIR",
         # The ClickHouse driver reports String columns with precision 0, which Spark reads
         # as varchar(0); writing those to Iceberg then fails plan validation. ClickHouse
         # strings have no length: read them as plain strings.

@@ -59,7 +59,10 @@ VERBOSE_VAR = "COLDTIER_VERBOSE"
 # say nothing a coldtier user can act on (native Hadoop libraries absent; the host name resolving
 # to a loopback address and port retries; a deprecation inside Iceberg's own manifest reading)
 QUIET_LOGGERS = ("org.apache.hadoop.util.NativeCodeLoader", "org.apache.spark.util.Utils",
-                 "org.apache.iceberg.ManifestReader")
+                 "org.apache.iceberg.ManifestReader",
+                 # "pool <table> has not been configured ... created with default configuration": coldtier
+                 # gives each table a FAIR pool of its own, on purpose
+                 "org.apache.spark.scheduler.FairSchedulableBuilder")
 # The one line every JVM of Spark 4 prints (Spark adds --add-modules=jdk.incubator.vector
 # itself); no JVM option turns it off, so a quiet launch drops exactly this line
 JVM_BANNER = b"WARNING: Using incubator modules: jdk.incubator.vector"

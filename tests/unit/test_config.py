@@ -162,3 +162,14 @@ def test_every_environment_variable_is_documented():
     used = {m for f in files if f.is_file() for m in re.findall(r"COLDTIER_[A-Z_]+[A-Z]", f.read_text())}
     used -= {"COLDTIER_REDACTION"}  # a constant in submit.py, not a variable
     assert used and not {v for v in used if f"`{v}`" not in table}
+
+
+def test_tables_run_concurrently_by_default_and_the_bound_is_checked(tmp_path):
+    assert load(write(tmp_path, GOOD), {"CH_PW": "x"}).run.max_concurrent_tables == 4
+    one = load(write(tmp_path, GOOD + "run: {max_concurrent_tables: 1}\n"), {"CH_PW": "x"})
+    assert one.run.max_concurrent_tables == 1
+    for bad, problem in (("0", "must be at least 1"), ("two", "expected a whole number"), ("1.5", "expected")):
+        with pytest.raises(ConfigError, match=rf"c.yaml:\d+: run.max_concurrent_tables: {problem}"):
+            load(write(tmp_path, GOOD + f"run: {{max_concurrent_tables: {bad}}}\n"), {"CH_PW": "x"})
+    with pytest.raises(ConfigError, match=r"run.threads: unknown key"):
+        load(write(tmp_path, GOOD + "run: {threads: 2}\n"), {"CH_PW": "x"})

@@ -11,6 +11,7 @@ from coldtier.config.model import (
     LedgerConfig,
     MaintenanceConfig,
     MetricsConfig,
+    RunConfig,
     SourceConfig,
     SparkSection,
     TableConfig,
@@ -21,5 +22,5 @@ from coldtier.errors import ConfigError
 
 __all__ = ["CATALOG_TYPES", "CURSOR_MODES", "ENV_FILE_VAR", "SINK_FORMATS", "AppConfig", "BatchConfig",
            "ConfigError", "CursorConfig", "LedgerConfig", "MaintenanceConfig", "MetricsConfig",
-           "SourceConfig", "SparkSection", "TableConfig", "TargetConfig", "load", "mask", "process_env",
-           "referenced_env"]
+           "RunConfig", "SourceConfig", "SparkSection", "TableConfig", "TargetConfig", "load", "mask",
+           "process_env", "referenced_env"]

@@ -26,6 +26,7 @@ from coldtier.config.model import (
     LedgerConfig,
     MaintenanceConfig,
     MetricsConfig,
+    RunConfig,
     SourceConfig,
     SparkSection,
     TableConfig,
@@ -307,7 +308,7 @@ def _defaults(cls: type) -> dict[str, Any]:
 
 _SRC, _LEDGER, _CURSOR, _BATCH = map(_defaults, (SourceConfig, LedgerConfig, CursorConfig, BatchConfig))
 _TARGET, _TABLE = map(_defaults, (TargetConfig, TableConfig))
-_METRICS, _MAINT = map(_defaults, (MetricsConfig, MaintenanceConfig))
+_METRICS, _MAINT, _RUN = map(_defaults, (MetricsConfig, MaintenanceConfig, RunConfig))
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
@@ -333,7 +334,7 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
                                     for line, key, name in unset) + ".")
     root = r.mapping(tree, "",
                      ("pipeline", "spark", "sources", "ledger", "catalogs", "tables", "metrics",
-                      "maintenance"))
+                      "maintenance", "run"))
 
     pipeline = r.string(root, "pipeline", "", required=True)
     assert pipeline is not None
@@ -509,4 +510,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
                                   r.number(mm, "retain_last", "maintenance.", _MAINT, int, 1),
                                   r.number(mm, "orphan_age_h", "maintenance.", _MAINT, float, floor),
                                   unsafe)
-    return AppConfig(file, pipeline, spark, sources, ledger, catalogs, tuple(tables), metrics, maint)
+    run = RunConfig()
+    if "run" in root:
+        rm = r.mapping(root["run"], "run", ("max_concurrent_tables",))
+        run = RunConfig(r.number(rm, "max_concurrent_tables", "run.", _RUN, int, 1))
+    return AppConfig(file, pipeline, spark, sources, ledger, catalogs, tuple(tables), metrics, maint, run)

@@ -112,6 +112,14 @@ class MaintenanceConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """How one application drives its tables (docs/config.md)."""
+
+    # tables making progress at the same time, each in its own Spark FAIR pool; 1: one after another
+    max_concurrent_tables: int = 4
+
+
+@dataclass(frozen=True)
 class AppConfig:
     path: str
     pipeline: str
@@ -122,6 +130,7 @@ class AppConfig:
     tables: tuple[TableConfig, ...]
     metrics: MetricsConfig = MetricsConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    run: RunConfig = RunConfig()
 
     def table(self, name: str) -> TableConfig:
         for t in self.tables:

@@ -1,0 +1,139 @@
+"""Many tables in one application: concurrent progress in FAIR pools, a failure that stops one
+table only, one PostgreSQL session for every table lock, and exactly once across a crash with
+several tables in flight."""
+
+from __future__ import annotations
+
+import psycopg2
+import pytest
+
+from coldtier import cli
+from coldtier import config as config_mod
+from coldtier.errors import LockHeld
+from coldtier.ledger import Ledger
+from coldtier.lock import AdvisoryLock, Fence, LockSession
+from coldtier.synth import TradeTable
+from jobkit import assert_source_equals_sink, committed_batches, progress_lines, run_inprocess, sql
+
+
+def _feeds(job, n: int, rows: int) -> list[TradeTable]:
+    out = []
+    for i in range(n):
+        t = TradeTable(job.client, f"venue{i}", job.database)
+        t.create()
+        t.bulk(rows)
+        out.append(t)
+    return out
+
+
+def _pools(spark) -> set[str]:
+    pools = spark.sparkContext._jsc.sc().getAllPools()
+    return {pools.apply(i).name() for i in range(pools.size())}
+
+
+def test_tables_progress_concurrently_in_pools_of_their_own(job, spark, capsys):
+    feeds = _feeds(job, 5, 3000)
+    names = [f"v{i}" for i in range(5)]
+    cfg = job.write_config([job.table_entry(n, f.table, batch={"max_rows": 1000, "num_partitions": 1})
+                            for n, f in zip(names, feeds, strict=True)], run={"max_concurrent_tables": 3})
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    for n, f in zip(names, feeds, strict=True):
+        assert [p["batch_id"] for p in progress if p["table"] == n] == [1, 2, 3]
+        assert committed_batches(spark, job, n) == [1, 2, 3]
+        assert_source_equals_sink(job, spark, f.table, job.target(n))
+    assert set(names) <= _pools(spark)  # each table's jobs ran in its own FAIR pool
+    # batches of different tables were in flight at the same time (ledger: planned → committed)
+    spans = sql(job, "SELECT table_name, planned_at, committed_at FROM coldtier.batches WHERE pipeline = %s",
+                (job.pipeline,))
+    assert spans is not None and len(spans) == 15
+    overlapping = {(a[0], b[0]) for a in spans for b in spans
+                   if a[0] < b[0] and a[1] < b[2] and b[1] < a[2]}
+    assert overlapping, spans
+
+
+def test_a_failing_table_stops_alone_and_the_exit_code_reports_it(job, spark, capsys):
+    job.client.execute(f"CREATE TABLE {job.database}.bytes (ts DateTime64(6), id UInt64, note String) "
+                       f"ENGINE = MergeTree ORDER BY (ts, id)")
+    job.client.execute(f"INSERT INTO {job.database}.bytes VALUES ('2026-01-01 00:00:00', 1, 'fine'), "
+                       f"('2026-01-01 00:00:01', 2, unhex('61ff62'))")
+    feeds = _feeds(job, 2, 2000)
+    bad = job.table_entry("bytes", "bytes", cursor={"timestamp_column": "ts", "incrementing_column": "id"},
+                          batch={"max_rows": 1})
+    good = [job.table_entry(f"v{i}", f.table, batch={"max_rows": 500, "num_partitions": 1})
+            for i, f in enumerate(feeds)]
+    cfg = job.write_config([bad, *good], run={"max_concurrent_tables": 2})
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == cli.EXIT_SCHEMA, err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"coldtier: {job.pipeline}/bytes stopped (data problem") and "other tables go on" \
+        in lines[0], err
+    assert lines[-1].startswith("coldtier: data problem") and lines[-1].endswith("(exit 6)"), err
+    assert '"failed_tables": ["bytes"]' in err
+    for i, f in enumerate(feeds):  # the others moved every row
+        assert [p["batch_id"] for p in progress if p["table"] == f"v{i}"] == [1, 2, 3, 4]
+        assert_source_equals_sink(job, spark, f.table, job.target(f"v{i}"))
+    assert spark.table(job.target("bytes")).count() == 1
+    ledger = Ledger(config_mod.load(cfg, job.env()).ledger.dsn)
+    try:
+        last = ledger.last_batch(job.pipeline, "bytes")
+        assert last is not None and (last.batch_id, last.status) == (2, "planned")
+    finally:
+        ledger.close()
+
+
+def test_the_locks_of_many_tables_share_one_session(job):
+    dsn = job.postgres.dsn
+    sql(job, "CREATE SCHEMA IF NOT EXISTS coldtier")
+    Ledger(dsn).ensure_schema()
+    session = LockSession(dsn, f"coldtier-lock {job.pipeline}")
+    locks = [AdvisoryLock(dsn, f"coldtier/{job.pipeline}/t{i}", fence=Fence("coldtier", job.pipeline, f"t{i}"),
+                          session=session) for i in range(20)]
+    try:
+        for lock in locks:
+            lock.acquire()
+        count = sql(job, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                    (f"coldtier-lock {job.pipeline}",))
+        assert count == [(1,)]
+        rival = AdvisoryLock(dsn, f"coldtier/{job.pipeline}/t7")
+        with pytest.raises(LockHeld):
+            rival.acquire()
+        # the session dies (a PostgreSQL failover, a NAT): every lock notices and takes itself back
+        sql(job, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (f"coldtier-lock {job.pipeline}",))
+        epochs = [lock.epoch for lock in locks]
+        for lock in locks:
+            lock.check_fence()  # nobody owned them in between: ours again, on the new session
+        assert all(lock.epoch == e + 1 for lock, e in zip(locks, epochs, strict=True))
+        with pytest.raises(LockHeld):
+            rival.acquire()
+        locks[7].release()
+        rival.acquire()  # released on the shared session, the others still held
+        rival.release()
+        with pytest.raises(LockHeld):
+            AdvisoryLock(dsn, f"coldtier/{job.pipeline}/t8").acquire()
+    finally:
+        for lock in locks:
+            lock.release()
+        session.drop()
+
+
+@pytest.mark.slow
+def test_a_crash_with_several_tables_in_flight_loses_and_doubles_nothing(job, spark):
+    feeds = _feeds(job, 4, 4000)
+    names = [f"v{i}" for i in range(4)]
+    cfg = job.write_config([job.table_entry(n, f.table, batch={"max_rows": 1000, "num_partitions": 1})
+                            for n, f in zip(names, feeds, strict=True)], run={"max_concurrent_tables": 4})
+    crashed = job.run_process(cfg, "run", "--trigger", "available-now",
+                              extra_env={"COLDTIER_FAULT": "after-sink-commit:3"})
+    assert crashed.returncode == -9, crashed.stderr[-3000:]
+    assert any(p.get("batch_id") for p in progress_lines(crashed.stdout))
+    relaunched = job.run_process(cfg, "run", "--trigger", "available-now")
+    assert relaunched.returncode == 0, relaunched.stderr[-3000:]
+    for n, f in zip(names, feeds, strict=True):
+        assert committed_batches(spark, job, n) == [1, 2, 3, 4]
+        assert_source_equals_sink(job, spark, f.table, job.target(n))
+    with psycopg2.connect(job.postgres.dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM coldtier.batches WHERE pipeline = %s AND status = 'committed'",
+                    (job.pipeline,))
+        assert cur.fetchone() == (16,)

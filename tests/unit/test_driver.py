@@ -1,0 +1,172 @@
+"""The driver's scheduling of many tables: concurrency bound, failure isolation, budget, ticks.
+Fake runners (no Spark): the driver only calls recover(), step(ceiling) and planner.horizon()."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coldtier.driver import StopFlag, Trigger, TriggerRecord, run_tables
+
+
+@dataclass
+class Gauge:
+    """How many units run at once, at most."""
+
+    now: int = 0
+    peak: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.peak = max(self.peak, self.now)
+
+    def __exit__(self, *_: Any) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+@dataclass
+class FakeRunner:
+    name: str
+    batches: int  # rows waiting, in batches
+    gauge: Gauge
+    work_s: float = 0.05
+    fail_at: int | None = None  # raise on this step (1-based)
+    steps: list[float] = field(default_factory=list)
+    phase: str = "idle"
+
+    def __post_init__(self) -> None:
+        self.table = SimpleNamespace(name=self.name)
+        self.planner = SimpleNamespace(horizon=lambda: "h" if self.batches else None)
+
+    def recover(self) -> None:
+        return None
+
+    def step(self, ceiling: Any = None) -> Any:
+        with self.gauge:
+            self.steps.append(time.monotonic())
+            self.phase = "write"
+            time.sleep(self.work_s)
+            if self.fail_at is not None and len(self.steps) == self.fail_at:
+                raise RuntimeError(f"{self.name} broke")
+            self.phase = "idle"
+            if self.batches == 0:
+                return None
+            self.batches -= 1
+            return SimpleNamespace(rows=10)
+
+
+def test_tables_progress_concurrently_within_the_bound():
+    gauge = Gauge()
+    runners = [FakeRunner(f"t{i}", 3, gauge, work_s=0.1) for i in range(6)]
+    out = run_tables(runners, Trigger("available-now"), None, StopFlag(), concurrency=3)
+    assert out.batches == 18 and not out.failures
+    assert gauge.peak == 3  # concurrent, never above the bound
+    assert all(r.batches == 0 for r in runners)
+
+
+def test_one_at_a_time_keeps_the_tables_order():
+    gauge = Gauge()
+    runners = [FakeRunner(f"t{i}", 1, gauge, work_s=0.01) for i in range(3)]
+    run_tables(runners, Trigger("once"), None, StopFlag(), concurrency=1)
+    assert gauge.peak == 1
+    assert [r.steps[0] for r in runners] == sorted(r.steps[0] for r in runners)
+
+
+def test_a_failing_table_does_not_stop_the_others():
+    gauge = Gauge()
+    bad = FakeRunner("bad", 5, gauge, fail_at=2)
+    good = [FakeRunner(f"ok{i}", 4, gauge) for i in range(3)]
+    seen: list[tuple[str, str, bool]] = []
+    out = run_tables([bad, *good], Trigger("available-now"), None, StopFlag(), concurrency=2,
+                     on_failure=lambda f, others: seen.append((f.table, f.phase, others)))
+    assert all(r.batches == 0 for r in good)  # every other table moved all its rows
+    assert [f.table for f in out.failures] == ["bad"] and str(out.failures[0].error) == "bad broke"
+    assert seen == [("bad", "write", True)] and bad.phase == "idle"
+    assert bad.batches == 4 and len(bad.steps) == 2  # stopped at its failure: no further batch
+    assert out.batches == 13
+
+
+@settings(max_examples=25, deadline=None)
+@given(tables=st.integers(1, 5), per_table=st.integers(0, 4), limit=st.integers(0, 12),
+       concurrency=st.integers(1, 4))
+def test_max_batches_is_never_exceeded(tables, per_table, limit, concurrency):
+    gauge = Gauge()
+    runners = [FakeRunner(f"t{i}", per_table, gauge, work_s=0.0) for i in range(tables)]
+    out = run_tables(runners, Trigger("available-now"), limit, StopFlag(), concurrency=concurrency)
+    assert out.batches == min(limit, tables * per_table)
+    assert sum(per_table - r.batches for r in runners) == out.batches
+
+
+@dataclass
+class BlockedRunner(FakeRunner):
+    """Its first step lasts until ``release`` is set (a long backfill batch)."""
+
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def step(self, ceiling: Any = None) -> Any:
+        if not self.steps:
+            self.release.wait(60)
+        return super().step(ceiling)
+
+
+def test_a_slow_table_does_not_hold_back_the_fast_ones():
+    """processing-time: each table is triggered on the interval's ticks; while one table's batch
+    overruns many intervals, the others keep being triggered."""
+    gauge = Gauge()
+    slow = BlockedRunner("slow", 100, gauge, work_s=0.0)
+    fast = [FakeRunner(f"f{i}", 100, gauge, work_s=0.0) for i in range(2)]
+    stop = StopFlag()
+    records: list[TriggerRecord] = []
+
+    def watch() -> None:  # once every fast table ran 4 batches behind the slow one's back: go on
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and min(len(r.steps) for r in fast) < 4:
+            time.sleep(0.01)
+        slow.release.set()
+        time.sleep(0.2)
+        stop.event.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    out = run_tables([slow, *fast], Trigger("processing-time", 0.05), None, stop, concurrency=3,
+                     on_trigger=records.append)
+    assert not out.failures
+    assert all(len(r.steps) >= 4 for r in fast)
+    assert slow.steps and slow.steps[0] >= max(r.steps[3] for r in fast)  # they ran while it was busy
+    for r in fast:  # and each on a tick of its own: never two triggers for one tick
+        due = [x.due for x in records if x.table == r.name and x.kind == "step"]
+        assert due == sorted(set(due)) and all(x.started >= x.due for x in records if x.table == r.name)
+
+
+def test_no_unit_starts_after_a_stop():
+    gauge = Gauge()
+    runners = [FakeRunner(f"t{i}", 50, gauge, work_s=0.05) for i in range(4)]
+    stop = StopFlag()
+    stopped_at: list[float] = []
+
+    def signal() -> None:
+        stopped_at.append(time.monotonic())
+        stop.event.set()
+
+    threading.Timer(0.3, signal).start()
+    run_tables(runners, Trigger("processing-time", 0.05), None, stop, concurrency=2)
+    starts = [s for r in runners for s in r.steps]
+    assert starts and max(starts) < stopped_at[0]  # units in flight finished; none began after
+    assert gauge.now == 0
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_once_runs_each_table_one_batch(concurrency):
+    gauge = Gauge()
+    runners = [FakeRunner(f"t{i}", 3, gauge, work_s=0.01) for i in range(4)]
+    out = run_tables(runners, Trigger("once"), None, StopFlag(), concurrency=concurrency)
+    assert out.batches == 4 and [r.batches for r in runners] == [2, 2, 2, 2]

@@ -161,7 +161,7 @@ def test_no_unit_starts_after_a_stop():
     run_tables(runners, Trigger("processing-time", 0.05), None, stop, concurrency=2)
     starts = [s for r in runners for s in r.steps]
     late = [s for s in starts if s >= stopped_at[0]]
-    assert starts and len(late) <= 1  # at most a unit being handed to a worker at that instant
+    assert starts and len(late) <= 2  # at most the units being handed to the 2 workers at that instant
     assert gauge.now == 0 and all(s < stopped_at[0] + 5 for s in late)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from coldtier import __version__
 from coldtier import config as config_mod
 from coldtier.config import AppConfig, mask
-from coldtier.driver import StopFlag, TableFailure, Trigger, run_tables
+from coldtier.driver import StopFlag, TableFailure, Trigger, TriggerRecord, run_tables
 from coldtier.errors import (  # noqa: F401  (EXIT_* re-exported: cli.EXIT_SCHEMA)
     EXIT_CONFIG,
     EXIT_INTERNAL,
@@ -283,7 +283,8 @@ def _needs_spark(cfg: AppConfig, names: list[str] | None, ledger: Ledger) -> boo
 
 def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batches: int | None,
             wait_for_lock: float | None, emit: Callable[[dict[str, Any]], None] = emit_json,
-            stop_grace_s: float = 30.0, spark_factory: Callable[[AppConfig], Any] | None = None) -> int:
+            stop_grace_s: float = 30.0, spark_factory: Callable[[AppConfig], Any] | None = None,
+            on_trigger: Callable[[TriggerRecord], None] | None = None) -> int:
     tables = cfg.select(names)
     stop = StopFlag(grace_s=stop_grace_s)
     stop.install()
@@ -342,7 +343,7 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
             stop.arm(spark.sparkContext.cancelAllJobs)
             try:
                 outcome = run_tables(runners, trigger, max_batches, stop, cfg.run.max_concurrent_tables,
-                                     table_failed)
+                                     table_failed, on_trigger)
             finally:
                 stop.disarm()
             if stop.cancelled:

@@ -114,6 +114,11 @@ class TradeTable:
         return self.insert(rows, "now64(3, 'UTC')", start)
 
 
+def venues(n: int) -> list[str]:
+    """The exchange names of ``n`` synthetic venues: v000, v001, …"""
+    return [f"v{i:03d}" for i in range(n)]
+
+
 # scripts/dev-services.sh's defaults, for a fresh shell next to the dev services
 DEV_PORT = "18123"
 DEV_PASSWORD = "dev-ch-Q7v2p"
@@ -137,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--database", default="k2")
     ap.add_argument("--exchange", action="append", choices=EXCHANGES,
                     help="repeatable; default: both")
+    ap.add_argument("--venues", type=int, default=0, metavar="N",
+                    help="instead of the exchanges: N venues, tables bronze_trades_v000 … (many-table runs)")
     sub = ap.add_subparsers(dest="mode", required=True)
     b = sub.add_parser("bulk", help="insert N historical rows per exchange")
     b.add_argument("--rows", type=int, required=True)
@@ -151,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     client = _client(args)
-    tables = [TradeTable(client, ex, args.database) for ex in (args.exchange or EXCHANGES)]
+    names = venues(args.venues) or args.exchange or EXCHANGES
+    tables = [TradeTable(client, ex, args.database) for ex in names]
     for t in tables:
         t.create()
     if args.mode == "bulk":

@@ -86,7 +86,8 @@ def test_targets_are_ratios_of_figures_from_the_same_run():
     assert got["scaling 1,000,000 → 10,000,000 rows"].ok
     assert got["driver memory as the backlog grows 10x"].ok
     assert got["scheduled relaunch with no new rows"].ok
-    assert not got["backfill vs the no-Spark peer path"].ok and "0.75x" in got["backfill vs the no-Spark peer path"].figure
+    assert got["backfill vs the no-Spark peer path"].ok and "0.75x" in got["backfill vs the no-Spark peer path"].figure
+    assert not got["backfill of 10,000,000 rows"].ok  # 600K rows/s < the 800K goal
 
 
 def test_combined_cell_takes_each_knob_that_beat_the_base_beyond_noise():
@@ -123,3 +124,49 @@ def test_recommendation_needs_every_run_to_beat_the_base():
     clear = {**base, "cell": "b", "knob": "b", "rows_per_s": 580, "rows_per_s_min": 580, "rows_per_s_max": 590}
     assert report.recommended([base, inside_noise, clear]) is clear
     assert "every run faster" in report.why(clear, base)
+
+
+def load(tmp_path, text):
+    return matrix.load(write(tmp_path, text))
+
+
+def test_tables_section_defaults_and_errors(tmp_path):
+    m = load(tmp_path, "base: {}\n")
+    assert m.tables is not None and m.tables.counts == (1, 10, 50, 100) and m.tables.seconds(100) == 600
+    assert m.tables.seconds(10) == 120 and m.envelope_driver_memory == "2g"
+    off = load(tmp_path, "base: {}\ntables: false\nenvelope: false\n")
+    assert off.tables is None and off.envelope_driver_memory is None
+    some = load(tmp_path, "base: {}\ntables: {counts: [2, 4], trigger_s: 5, max_concurrent_tables: 8}\n")
+    assert some.tables is not None and some.tables.counts == (2, 4) and some.tables.max_concurrent_tables == 8
+    for text, words in (("tables: {counts: [0]}", "tables.counts"), ("tables: {trigger_s: -1}", "tables.trigger_s"),
+                        ("tables: {speed: 2}", "unknown key(s) speed"), ("envelope: {cores: 2}", "envelope")):
+        with pytest.raises(MatrixError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            load(tmp_path, "base: {}\n" + text + "\n")
+
+
+def test_cycles_are_trigger_ticks_after_every_table_committed_once():
+    from types import SimpleNamespace as R
+
+    from coldtier.bench.worker import cycle_figures
+
+    recs = [R(table="a", due=0.0, started=0.0, finished=4.0, rows=10, kind="step"),  # warm-up: creates a
+            R(table="b", due=0.0, started=0.0, finished=6.0, rows=10, kind="step"),  # ... and b
+            R(table="a", due=10.0, started=10.0, finished=11.0, rows=5, kind="step"),
+            R(table="b", due=10.0, started=10.0, finished=12.5, rows=5, kind="step"),
+            R(table="a", due=20.0, started=20.0, finished=20.5, rows=None, kind="step"),
+            R(table="b", due=20.0, started=20.0, finished=21.0, rows=5, kind="step")]
+    out = cycle_figures(recs, 10.0, 2)
+    assert out["warmup_s"] == 6.0 and out["ticks"] == 2 and out["cycles_s"] == [2.5, 1.0]
+    assert out["cycle_max_s"] == 2.5 and out["kept_trigger"] is True and out["batches"] == 5
+    late = cycle_figures([*recs[:2], R(table="a", due=10.0, started=10.0, finished=24.0, rows=5, kind="step"),
+                          R(table="b", due=10.0, started=10.0, finished=11.0, rows=5, kind="step")], 10.0, 2)
+    assert late["cycles_s"] == [14.0] and late["kept_trigger"] is False
+    assert cycle_figures(recs[:1], 10.0, 2)["kept_trigger"] is False  # b never committed: not kept
+
+
+def test_backlog_is_bounded_when_the_second_half_does_not_grow():
+    run = {"rows_per_trigger": 100, "tables": 2}
+    assert report.backlog_bounded({**run, "backlog_series": [(t, v) for t, v in enumerate([900, 50, 300, 200])]})
+    assert not report.backlog_bounded({**run, "backlog_series": [(t, v) for t, v in
+                                                                 enumerate([100, 200, 300, 500, 800, 1300])]})
+    assert report.backlog_bounded({**run, "backlog_series": [(t, v) for t, v in enumerate([0, 10, 390, 400])]})

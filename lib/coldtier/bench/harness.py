@@ -109,6 +109,25 @@ def coldtier_config(services: Services, warehouse: Path, cell: Cell, pipeline: s
     }
 
 
+def tables_config(services: Services, warehouse: Path, base: Cell, pipeline: str, n: int,
+                  tr: matrix_mod.TablesRun) -> dict[str, Any]:
+    """N live tables (``coldtier.synth --venues N``) in one application, at the defaults but
+    for the envelope's driver memory and the matrix's concurrency."""
+    from coldtier.synth import venues
+
+    cell = dataclasses.replace(base, driver_memory=tr.driver_memory)
+    doc = coldtier_config(services, warehouse, cell, pipeline, "unused")
+    entry = doc["tables"][0]
+    options = cell.batch_section()["options"]
+    doc["tables"] = [{**entry, "name": name,
+                      "source": {**entry["source"], "table": f"{DB}.bronze_trades_{name}"},
+                      "batch": {"max_rows": 100_000, "num_partitions": 1, "options": options},
+                      "target": {**entry["target"], "table": f"{pipeline}.{name}"}} for name in venues(n)]
+    if tr.max_concurrent_tables is not None:
+        doc["run"] = {"max_concurrent_tables": tr.max_concurrent_tables}
+    return doc
+
+
 class Run:
     def __init__(self, root: Path, matrix: Matrix, out: Path, services: Services) -> None:
         self.root, self.matrix, self.out, self.services = root, matrix, out, services
@@ -195,6 +214,9 @@ class Run:
             what += f" (run {result['task'].rsplit('-r', 1)[-1]}/{self.matrix.repeat})"
         if result.get("error"):
             figure = f"ERROR {result['error'][:200]}"
+        elif result["kind"] == "tables":
+            figure = (f"{result['tables']} tables: cycle p50 {result['cycle_p50_s']} s, p95 "
+                      f"{result['cycle_p95_s']} s, tree RSS {result['tree_peak_rss_mb']:,.0f} MB")
         elif result["kind"] == "incremental":
             figure = f"p50 {result['p50_s']:.3f} s, p95 {result['p95_s']:.3f} s"
         else:
@@ -245,7 +267,36 @@ class Run:
                 extras.update(jdbc_extra(r))
             elif r["kind"] == "incremental":
                 extras["incremental"] = r
+            elif r["kind"] == "envelope":
+                extras["envelope"] = r
+            elif r["kind"] == "tables":
+                extras.setdefault("tables", []).append(r)
         return runs
+
+    def scale_plan(self) -> list[tuple[Path, list[dict[str, Any]]]]:
+        """The envelope backfill (the base cell under the envelope's driver memory) and the
+        many-table runs, one application each."""
+        m = self.matrix
+        plans = []
+        if m.envelope_driver_memory:
+            cell = dataclasses.replace(m.base, driver_memory=m.envelope_driver_memory, knob="envelope",
+                                       value=m.envelope_driver_memory)
+            task = self.cell_task("envelope", cell, BACKFILL, m.rows, purge=True, kind="envelope")
+            plans.append((Path(task["config"]), [task]))
+        if m.tables:
+            tr = m.tables
+            tasks: list[dict[str, Any]] = []
+            configs = []
+            for n in tr.counts:
+                doc = tables_config(self.services, self.warehouse, m.base, f"t{n}", n, tr)
+                configs.append(self.write_config(f"tables-{n}", doc))
+                tasks.append({"kind": "tables", "id": f"tables-{n}", "config": str(configs[-1]),
+                              "trigger_s": tr.trigger_s, "rows_per_s": tr.rows_per_s,
+                              "feed_interval_s": tr.feed_interval_s, "duration_s": tr.seconds(n),
+                              "password_env": "BENCH_CH_PASSWORD"})
+            plans.append((configs[0], tasks))
+        self.total += sum(len(t) for _, t in plans)
+        return plans
 
     def noop_relaunches(self, config: Path) -> list[float]:
         times = []
@@ -289,6 +340,7 @@ def write_report(out: Path, m: Matrix, label: str, cells: list[dict[str, Any]],
     scaling = next((c for c in cells if c["knob"] == "scaling"), None)
     checks = report.targets(matrix_cells, base, scaling, extras.get("source"), extras.get("sink"),
                             extras.get("peer"), extras.get("incremental"), extras.get("noop_s") or [])
+    checks += report.scale_targets(extras.get("tables") or [], extras.get("envelope"))
     report.write_csv(out / "results.csv", cells)
     refs = {}
     if extras.get("sink") and not extras["sink"].get("error"):
@@ -298,6 +350,8 @@ def write_report(out: Path, m: Matrix, label: str, cells: list[dict[str, Any]],
         refs["no-Spark peer"] = extras["peer"]["rows_per_s"]
     report.plot_throughput(out / "throughput.png", matrix_cells, refs)
     report.plot_phases(out / "phases.png", cells)
+    if extras.get("tables"):
+        report.plot_tables(out / "tables.png", extras["tables"])
     rec = report.recommended(matrix_cells)
     (out / "results.md").write_text(report.markdown(label, m, cells, extras, checks, rec))
     if rec:
@@ -316,10 +370,12 @@ def rerender(run_dir: Path, m: Matrix) -> int:
     raw = [json.loads(line) for line in (run_dir / "raw.jsonl").read_text().splitlines()]
     extras: dict[str, Any] = {}
     kinds = {"source-ceiling": "source", "peer-path": "peer", "sink-ceiling": "sink",
-             "incremental": "incremental"}
+             "incremental": "incremental", "envelope": "envelope"}
     for r in raw:
         if r["kind"] in kinds:
             extras[kinds[r["kind"]]] = r
+        elif r["kind"] == "tables":
+            extras.setdefault("tables", []).append(r)
         elif r["kind"] == "noop-relaunch":
             extras["noop_s"] = r["seconds"]
     if extras.get("sink"):
@@ -418,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[dict[str, Any]] = []
         base_config: Path | None = None
         plans = run.plan_groups()
+        scale = run.scale_plan()
         for i, (session_config, tasks) in enumerate(plans):
             base_config = base_config or session_config
             runs += run.collect(run.run_group(i, session_config, tasks), extras)
@@ -429,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
             run.total += m.repeat
             runs += run.collect(run.run_group(len(plans), Path(tasks[1]["config"]), tasks), extras)
             cells = aggregate(runs)
+        for j, (session_config, tasks) in enumerate(scale):
+            run.collect(run.run_group(len(plans) + 1 + j, session_config, tasks), extras)
         assert base_config is not None
         extras["noop_s"] = run.noop_relaunches(base_config)
         run.record({"kind": "noop-relaunch", "seconds": extras["noop_s"]})

@@ -87,6 +87,25 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class TablesRun:
+    """Many tables in one application: a processing-time run per table count, each table fed
+    ``rows_per_s`` by the generator (``coldtier.synth live --venues N``) in inserts every
+    ``feed_interval_s``; each count runs ``duration_s``, the largest ``longest_s``."""
+
+    counts: tuple[int, ...] = (1, 10, 50, 100)
+    trigger_s: float = 15.0
+    rows_per_s: float = 200.0  # 3,000 rows per 15 s trigger
+    feed_interval_s: float = 5.0
+    duration_s: float = 120.0
+    longest_s: float = 600.0
+    max_concurrent_tables: int | None = None  # None: the config default
+    driver_memory: str = "2g"
+
+    def seconds(self, count: int) -> float:
+        return self.longest_s if count == max(self.counts) else self.duration_s
+
+
+@dataclass(frozen=True)
 class Matrix:
     path: str
     base: Cell
@@ -99,6 +118,8 @@ class Matrix:
     noop_relaunches: int = 3
     peer: bool = True
     repeat: int = 2
+    tables: TablesRun | None = TablesRun()
+    envelope_driver_memory: str | None = "2g"  # the 10M backfill again under the 2 CPU / 4 GB profile
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def groups(self) -> list[tuple[Cell, ...]]:
@@ -172,7 +193,38 @@ def cells_from(path: str, base: Cell, sweep: Mapping[str, Any] | None,
     return tuple(out)
 
 
-_TOP = {"dataset", "base", "sweep", "grid", "incremental", "noop_relaunches", "peer", "repeat"}
+_TOP = {"dataset", "base", "sweep", "grid", "incremental", "noop_relaunches", "peer", "repeat", "tables",
+        "envelope"}
+_TABLES_KEYS = {f.name for f in fields(TablesRun)}
+
+
+def _tables_run(path: str, doc: Any) -> TablesRun | None:
+    """The ``tables`` section (``false``: no many-table runs)."""
+    if doc is False:
+        return None
+    if doc is None:
+        return TablesRun()
+    if not isinstance(doc, dict):
+        raise MatrixError(f"{path}: tables: expected a mapping or false")
+    bad = set(doc) - _TABLES_KEYS
+    if bad:
+        raise MatrixError(f"{path}: tables: unknown key(s) {', '.join(sorted(bad))}; expected "
+                          f"{', '.join(sorted(_TABLES_KEYS))}")
+    out = TablesRun()
+    for key, value in doc.items():
+        if key == "counts":
+            if not isinstance(value, list) or not value or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+                raise MatrixError(f"{path}: tables.counts: expected a list of positive integers")
+            value = tuple(value)
+        elif key == "driver_memory":
+            value = str(value)
+        elif key == "max_concurrent_tables":
+            value = _positive(path, "tables.max_concurrent_tables", value)
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise MatrixError(f"{path}: tables.{key}: {value!r} is not a positive number")
+        out = replace(out, **{key: value})
+    return out
 
 
 def load(path: str | Path) -> Matrix:
@@ -202,7 +254,19 @@ def load(path: str | Path) -> Matrix:
         incremental_rows=int(incr.get("rows_per_batch", 3000)),
         incremental_partitions=int(incr.get("num_partitions", 1)),
         noop_relaunches=int(doc.get("noop_relaunches", 3)), peer=bool(doc.get("peer", True)),
-        repeat=_positive(p, "repeat", doc.get("repeat", 2)))
+        repeat=_positive(p, "repeat", doc.get("repeat", 2)), tables=_tables_run(p, doc.get("tables")),
+        envelope_driver_memory=_envelope(p, doc.get("envelope")))
+
+
+def _envelope(path: str, doc: Any) -> str | None:
+    """``envelope: {driver_memory: 2g}`` (``false``: no envelope run)."""
+    if doc is False:
+        return None
+    if doc is None:
+        return "2g"
+    if not isinstance(doc, dict) or set(doc) != {"driver_memory"}:
+        raise MatrixError(f"{path}: envelope: expected {{driver_memory: SIZE}} or false")
+    return str(doc["driver_memory"])
 
 
 def _positive(path: str, key: str, value: Any) -> int:

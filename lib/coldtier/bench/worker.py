@@ -37,6 +37,7 @@ from coldtier.synth import TradeTable
 
 MB = 1024 * 1024
 PHASES = ("plan", "read", "write", "commit")
+LAUNCHER = "scripts/spark-submit.sh"
 
 
 class PeakSampler:
@@ -55,8 +56,12 @@ class PeakSampler:
         self.pools = [p for p in mgmt.getMemoryPoolMXBeans() if str(p.getType().toString()) == "Heap memory"]
         self.jvm_proc = psutil.Process(int(self.jvm.java.lang.ProcessHandle.current().pid()))
         self.py_proc = psutil.Process(os.getpid())
+        # the whole application: the launcher the harness started (scripts/spark-submit.sh), the
+        # JVM, this Python driver and any Python workers
+        self.root = app_root(self.jvm_proc)
         self.every = every
-        self.peak = {"heap": 0, "retained": 0, "jvm_rss": 0, "py_rss": 0}
+        self.peak = {"heap": 0, "retained": 0, "jvm_rss": 0, "py_rss": 0, "tree_rss": 0}
+        self.series: list[tuple[float, int]] = []  # (time.monotonic(), tree RSS)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -67,6 +72,9 @@ class PeakSampler:
         self.peak["retained"] = max(self.peak["retained"], retained)
         self.peak["jvm_rss"] = max(self.peak["jvm_rss"], self.jvm_proc.memory_info().rss)
         self.peak["py_rss"] = max(self.peak["py_rss"], self.py_proc.memory_info().rss)
+        tree = tree_rss(self.root)
+        self.peak["tree_rss"] = max(self.peak["tree_rss"], tree)
+        self.series.append((time.monotonic(), tree))
 
     def __enter__(self) -> PeakSampler:
         self.jvm.java.lang.System.gc()
@@ -93,7 +101,36 @@ class PeakSampler:
         return {"driver_peak_heap_mb": round(self.peak["heap"] / MB, 1),
                 "driver_retained_heap_mb": round(self.peak["retained"] / MB, 1),
                 "driver_jvm_peak_rss_mb": round(self.peak["jvm_rss"] / MB, 1),
-                "driver_python_peak_rss_mb": round(self.peak["py_rss"] / MB, 1)}
+                "driver_python_peak_rss_mb": round(self.peak["py_rss"] / MB, 1),
+                "tree_peak_rss_mb": round(self.peak["tree_rss"] / MB, 1)}
+
+
+def app_root(jvm: Any) -> Any:
+    """The launcher this application was started by (scripts/spark-submit.sh, an ancestor of
+    this process), else the driver JVM."""
+    import psutil
+
+    for p in psutil.Process().parents():
+        try:
+            if any(arg.endswith(LAUNCHER) for arg in p.cmdline()):
+                return p
+        except psutil.Error:
+            continue
+    return jvm
+
+
+def tree_rss(root: Any) -> int:
+    """RSS summed over a process and its descendants (shared pages counted in each: an upper
+    bound of what the tree holds)."""
+    import psutil
+
+    total = 0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:  # a process that ended between the listing and the read
+            continue
+    return total
 
 
 def executor_peak_heap_mb(spark: Any) -> float | None:
@@ -134,7 +171,7 @@ def run_cell(spark: Any, task: dict[str, Any]) -> dict[str, Any]:
     rows = sum(p["rows"] for p in batches)
     files, size = iceberg_files(spark, table.target.identifier)
     out = {
-        **task["cell"], "kind": "cell", "exit_code": code, "rows": rows, "expected_rows": task["rows"],
+        **task["cell"], "kind": task["kind"], "exit_code": code, "rows": rows, "expected_rows": task["rows"],
         "seconds": round(wall, 3), "rows_per_s": round(rows / wall) if wall else 0, "batches": len(batches),
         **{f"{ph}_s": round(sum(p[f"{ph}_s"] for p in batches), 3) for ph in PHASES},
         "files": files, "bytes_written": size, **sampler.figures(),
@@ -218,6 +255,95 @@ def run_incremental(spark: Any, task: dict[str, Any]) -> dict[str, Any]:
             "walls_s": [round(w, 3) for w in walls]}
 
 
+def run_many_tables(spark: Any, task: dict[str, Any]) -> dict[str, Any]:
+    """``run --trigger processing-time`` over N tables (``cli.cmd_run``, the code path users run),
+    each fed by the generator at the production rate, for ``duration_s``; stopped by SIGTERM
+    as a supervisor stops it. A cycle is one trigger tick: from the tick until the last table
+    triggered by it has committed. Ticks before every table committed its first batch (the
+    targets' creation) are the warm-up, reported apart."""
+    import signal
+    import subprocess
+
+    from coldtier.driver import TriggerRecord
+    from coldtier.synth import venues
+
+    cfg = config_mod.load(task["config"])
+    n = len(cfg.tables)
+    first = cfg.tables[0]
+    db = first.source_table.split(".", 1)[0]
+    client = source_client(cfg, first)
+    for name in venues(n):
+        TradeTable(client, name, db).create()
+    feed = subprocess.Popen(
+        [sys.executable, "-m", "coldtier.synth", "--url", client.url, "--password-env", task["password_env"],
+         "--database", db, "--venues", str(n), "live", "--rate", str(task["rows_per_s"]),
+         "--interval", str(task["feed_interval_s"])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records: list[TriggerRecord] = []
+    backlog: dict[str, int] = {}
+    progress: list[dict[str, Any]] = []
+    series: list[tuple[float, int]] = []  # (time, rows waiting over all tables)
+
+    def emit(doc: dict[str, Any]) -> None:
+        progress.append(doc)
+        if doc.get("backlog_rows") is not None:
+            backlog[doc["table"]] = int(doc["backlog_rows"])
+
+    done = threading.Event()
+
+    def sample_backlog() -> None:
+        while not done.wait(2.0):
+            series.append((time.monotonic(), sum(backlog.values())))
+
+    threading.Thread(target=sample_backlog, name="bench-backlog", daemon=True).start()
+    timer = threading.Timer(task["duration_s"], lambda: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        with PeakSampler(spark, every=1.0) as sampler:
+            started = time.monotonic()
+            timer.start()
+            trigger = Trigger("processing-time", task["trigger_s"])
+            code = cli.cmd_run(cfg, None, trigger, None, None, emit=emit, on_trigger=records.append)
+            wall = time.monotonic() - started
+    finally:
+        timer.cancel()
+        done.set()
+        feed.terminate()
+        feed.wait(30)
+    return {"kind": "tables", "exit_code": code, "seconds": round(wall, 1), "rss_series": [
+        (round(t - started, 1), round(v / MB)) for t, v in sampler.series],
+        "backlog_series": [(round(t - started, 1), v) for t, v in series],
+        **cycle_figures(records, task["trigger_s"], n), **sampler.figures(),
+        "rows": sum(int(p.get("rows", 0)) for p in progress if "batch_id" in p),
+        "tables": n, "max_concurrent_tables": cfg.run.max_concurrent_tables, "trigger_s": task["trigger_s"],
+        "rows_per_trigger": round(task["rows_per_s"] * task["trigger_s"])}
+
+
+def cycle_figures(records: list[Any], interval: float, tables: int) -> dict[str, Any]:
+    """Cycle times per trigger tick after the warm-up, and the trigger's verdict."""
+    steps = [r for r in records if r.kind == "step"]
+    firsts: dict[str, float] = {}
+    for r in steps:
+        if r.rows:
+            firsts.setdefault(r.table, r.finished)
+    if len(firsts) < tables or not steps:
+        return {"warmup_s": None, "ticks": 0, "cycle_p50_s": None, "cycle_p95_s": None, "cycle_max_s": None,
+                "batches": sum(1 for r in steps if r.rows), "kept_trigger": False}
+    warm_end = max(firsts.values())
+    t0 = min(r.due for r in records)
+    by_tick: dict[float, float] = {}
+    for r in steps:
+        if r.due > warm_end:
+            by_tick[r.due] = max(by_tick.get(r.due, 0.0), r.finished - r.due)
+    cycles = [by_tick[k] for k in sorted(by_tick)]
+    out: dict[str, Any] = {"warmup_s": round(warm_end - t0, 1), "ticks": len(cycles),
+                           "batches": sum(1 for r in steps if r.rows)}
+    if not cycles:
+        return {**out, "cycle_p50_s": None, "cycle_p95_s": None, "cycle_max_s": None, "kept_trigger": False}
+    p95 = percentile(cycles, 95)
+    return {**out, "cycle_p50_s": percentile(cycles, 50), "cycle_p95_s": p95,
+            "cycle_max_s": round(max(cycles), 3), "kept_trigger": p95 <= interval,
+            "cycles_s": [round(c, 3) for c in cycles]}
+
+
 def percentile(values: list[float], q: int) -> float:
     """The q-th percentile, interpolated between the closest ranks (inclusive method)."""
     if len(values) == 1:
@@ -225,7 +351,8 @@ def percentile(values: list[float], q: int) -> float:
     return round(statistics.quantiles(values, n=100, method="inclusive")[q - 1], 3)
 
 
-TASKS = {"cell": run_cell, "sink-ceiling": run_sink_ceiling, "incremental": run_incremental}
+TASKS = {"cell": run_cell, "sink-ceiling": run_sink_ceiling, "incremental": run_incremental,
+         "tables": run_many_tables, "envelope": run_cell}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -100,7 +100,9 @@ class RunMetrics:
         self.maint_time.labels(*labels).set(time.time())
 
     def failed(self, table: str, phase: str) -> None:
+        """A table failed; in a run of many tables the others go on, so it is written at once."""
         self.failures.labels(self.pipeline, table, phase).inc()
+        self.write_textfile()
 
     # -- output ----------------------------------------------------------------------------
     def serve(self) -> None:

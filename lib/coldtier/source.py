@@ -101,7 +101,7 @@ class JdbcSource:
         return [predicate(self.spec, p) for p in batch.parts]
 
     def jdbc_properties_base(self) -> dict[str, str]:
-        props = {
+        props: dict[str, str] = {
             "driver": CH_DRIVER,
             "user": self.source.user,
             "password": self.source.password,
@@ -112,12 +112,21 @@ class JdbcSource:
         }
         props.update(self.source.properties)
         props.update(self.table.batch.options)
+        schema = self.custom_schema()
+        if schema:
+            props["customSchema"] = schema
         return props
 
     def jdbc_properties(self, batch: Batch) -> dict[str, str]:
         props = self.jdbc_properties_base()
         props["clickhouse_setting_log_comment"] = query_tag(batch.pipeline, batch.table, batch.batch_id)
         return props
+
+    def custom_schema(self) -> str | None:
+        """Spark's JDBC ``customSchema``: the wire columns read as bytes (``wire_binary``)."""
+        cols = [f"{spark_quote(n)} BINARY" for m, n in zip(self.mappings, self.wire, strict=True)
+                if m.wire_binary]
+        return ", ".join(cols) or None
 
     def read(self, spark: Any, batch: Batch) -> Any:
         df = spark.read.jdbc(

@@ -186,6 +186,9 @@ class ColumnMapping:
     fp_ch: str  # ClickHouse expression per row (integer or text)
     fp_spark: str  # Spark SQL expression per row (integer or text), over the target column
     utf8_checked: bool = False  # the wire expression fails the read on invalid UTF-8
+    # read as bytes (JDBC getBytes) and cast to string in Spark: the driver's getString copies
+    # every value once more (profiled: docs/tuning.md); exact, because the bytes are checked UTF-8
+    wire_binary: bool = False
 
 
 def _utf8_guard(q: str, name: str, table: str, nullable: bool, array: bool = False) -> str:
@@ -247,7 +250,8 @@ def map_column(name: str, ch_type: str, table: str, choice: str | None = None,
         if choice == "binary":
             return one("binary", f"hex({q})", f"unhex({c})", "text", q, c)
         guard = _utf8_guard(q, name, table, nullable)
-        return one("string", f"if({guard}, {q}, '')", c, "text", q, c, utf8=True)
+        return [ColumnMapping(name, ch_type, "string", f"if({guard}, {q}, '')", f"cast({c} as string)",
+                              "text", q, c, True, True)]
     if _AS_TEXT.match(base):
         return one("string", f"toString({q})", c, "text", f"toString({q})", c)
     if base in ("Date", "Date32"):

@@ -25,6 +25,7 @@ from coldtier.config import AppConfig, TableConfig
 from coldtier.consistency import Verdict, ledger_vs_sink
 from coldtier.errors import LedgerInconsistent, ShortRead
 from coldtier.faults import FaultHook
+from coldtier.jvm import jclass
 from coldtier.ledger import Ledger
 from coldtier.offset import Offset, offset_fields
 from coldtier.records import Batch, BatchMetrics
@@ -93,6 +94,7 @@ class TableRunner:
         except Exception:  # the TTL check is best effort; its absence is not a failure
             self.ttl_expr = None
         self._ttl: dict[str, Any] = {}
+        self._ensured: Any = None  # the batch schema the target was last made to fit
         self.phase = "idle"  # the phase in flight, named in the failure metrics
 
     def _describe(self) -> None:
@@ -180,7 +182,7 @@ class TableRunner:
         sc = self.spark.sparkContext
         # a JVM thread of py4j starts without an active session: its SQL conf would be the
         # defaults (the JVM's time zone, not the session's UTC), and plans built there go wrong
-        sc._jvm.org.apache.spark.sql.SparkSession.setActiveSession(self.spark._jsparkSession)
+        jclass(self.spark, "org.apache.spark.sql.SparkSession").setActiveSession(self.spark._jsparkSession)
         sc.setLocalProperty("spark.scheduler.pool", self.table.name)
         sc.setJobGroup(self.job_group, f"coldtier {self.pipeline}/{self.table.name}", False)
 
@@ -264,7 +266,9 @@ class TableRunner:
         """The batch's DataFrame (lazy: only its schema is fetched), target made to fit it."""
         self.phase = "read"
         df = self.source.read(self.spark, batch)
-        self.sink.ensure(df.schema)
+        if df.schema != self._ensured:  # a catalog lookup and an analysis per batch otherwise
+            self.sink.ensure(df.schema)
+            self._ensured = df.schema
         return df
 
     def _move(self, batch: Batch, df: Any, plan_s: float, read_s: float, started: float,

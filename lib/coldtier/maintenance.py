@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from coldtier.config import MaintenanceConfig, TargetConfig
+from coldtier.jvm import jclass
 from coldtier.sinks.iceberg import IcebergSink
 
 MB = 1024 * 1024
@@ -62,10 +63,9 @@ def _iceberg(spark: Any, target: TargetConfig, cfg: MaintenanceConfig, pipeline:
         older_than = min(older_than, newest_ms)
     spark.sql(f"CALL {cat}.system.expire_snapshots(table => '{name}', older_than => TIMESTAMP "
               f"'{_ts(older_than)}', retain_last => {cfg.retain_last})").collect()
-    jvm = spark.sparkContext._jvm
     orphan_before = now_ms - int(cfg.orphan_age_h * 3_600_000)
     jt = sink.table_handle()
-    result = (jvm.org.apache.iceberg.spark.actions.SparkActions.get(spark._jsparkSession)
+    result = (jclass(spark, "org.apache.iceberg.spark.actions.SparkActions").get(spark._jsparkSession)
               .deleteOrphanFiles(jt).olderThan(orphan_before).execute())
     orphans = sum(1 for _ in result.orphanFileLocations())
     files_after, bytes_after = _iceberg_files(spark, ident)
@@ -108,8 +108,7 @@ def _delta(spark: Any, target: TargetConfig, cfg: MaintenanceConfig, pipeline: s
 
 def _parquet_files(spark: Any, path: str | None) -> int:
     """Data files under the table's location (referenced or not), through Hadoop's filesystem."""
-    jvm = spark.sparkContext._jvm
-    p = jvm.org.apache.hadoop.fs.Path(path)
+    p = jclass(spark, "org.apache.hadoop.fs.Path")(path)
     fs = p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     it = fs.listFiles(p, True)
     n = 0

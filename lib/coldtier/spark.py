@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from coldtier.jvm import jclass
+
 if TYPE_CHECKING:
     from coldtier.config import AppConfig
 
@@ -61,9 +63,9 @@ def shield_jvm_from_stop_signals(spark) -> None:  # noqa: ANN001
     commit, release the lock, exit 0), and the JVM exits when the driver does. SIGKILL
     still ends everything at once; exactly-once holds either way.
     """
-    jvm = spark.sparkContext._jvm
+    signal, handler = jclass(spark, "sun.misc.Signal"), jclass(spark, "sun.misc.SignalHandler")
     for name in ("TERM", "INT"):
-        jvm.sun.misc.Signal.handle(jvm.sun.misc.Signal(name), jvm.sun.misc.SignalHandler.SIG_IGN)
+        signal.handle(signal(name), handler.SIG_IGN)
 
 
 def session_for(cfg: AppConfig) -> Any:

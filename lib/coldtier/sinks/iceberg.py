@@ -22,11 +22,12 @@ import contextlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coldtier.config import TargetConfig
 from coldtier.errors import LedgerInconsistent
+from coldtier.jvm import jclass
 from coldtier.records import Batch
 from coldtier.sinks.base import (
     P_BATCH,
@@ -56,20 +57,24 @@ DEFAULT_PROPERTIES = {
 class IcebergSink(BatchIdentity):
     spark: Any
     target: TargetConfig
+    _seen: bool = field(default=False, repr=False)
 
     @property
     def ident(self) -> str:
         return self.target.identifier
 
     def _jtable(self) -> Any:
-        jvm = self.spark.sparkContext._jvm
-        table = jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(
+        table = jclass(self.spark, "org.apache.iceberg.spark.Spark3Util").loadIcebergTable(
             self.spark._jsparkSession, self.ident)
         table.refresh()
         return table
 
     def exists(self) -> bool:
-        return bool(self.spark.catalog.tableExists(self.ident))
+        """Whether the table exists; once seen, not asked again (a table dropped under a run
+        fails its next load loudly)."""
+        if not self._seen:
+            self._seen = bool(self.spark.catalog.tableExists(self.ident))
+        return self._seen
 
     def create(self, schema: Any) -> None:
         cols = ", ".join(f"{_q(f.name)} {f.dataType.simpleString()}" for f in schema.fields)
@@ -209,8 +214,7 @@ class IcebergSink(BatchIdentity):
         current = base.currentSnapshot()
         if (current.snapshotId() if current is not None else None) != staged.parentId():
             return False
-        jvm = self.spark.sparkContext._jvm
-        updated = (jvm.org.apache.iceberg.TableMetadata.buildFrom(base)
+        updated = (jclass(self.spark, "org.apache.iceberg.TableMetadata").buildFrom(base)
                    .setBranchSnapshot(staged.snapshotId(), "main").removeRef(branch).build())
         try:
             ops.commit(base, updated)
@@ -236,10 +240,9 @@ class IcebergSink(BatchIdentity):
         # the staged snapshot, and the empty one a branch of an empty table starts from, are on no
         # branch now: drop them from the metadata (their data files are the published snapshot's)
         t = self._jtable()
-        jvm = self.spark.sparkContext._jvm
         ids = [staged.snapshotId()]
         parent = staged.parentId()
-        if parent is not None and not jvm.org.apache.iceberg.util.SnapshotUtil.isAncestorOf(
+        if parent is not None and not jclass(self.spark, "org.apache.iceberg.util.SnapshotUtil").isAncestorOf(
                 t, t.currentSnapshot().snapshotId(), parent):
             ids.append(parent)
         expire = t.expireSnapshots()

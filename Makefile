@@ -22,7 +22,7 @@ test: bootstrap
 test-fast: bootstrap
 	scripts/run-tests.sh -m "not slow" $(PYTEST_ARGS)
 
-## Tuning runs and benchmarks (conf/tuning/default.yaml, ~15 min on 2 cores):
+## Tuning runs and benchmarks (conf/tuning/default.yaml, ~30 min on 2 cores):
 ## bench-results/<UTC timestamp>/ gets results.csv, results.md, plots and best-profile.yaml.
 bench: bootstrap
 	scripts/bench.sh $(BENCH_ARGS)

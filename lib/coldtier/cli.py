@@ -311,9 +311,9 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
             metrics.failed(failure.table, failure.phase)
         if others_go_on:  # the run's last line reports it again, with the exit code
             code, what = classify(failure.error)
-            text = mask(" ".join(str(failure.error).split())[:2000], cfg.secrets())
-            print(f"coldtier: {cfg.pipeline}/{failure.table} stopped ({what}, exit {code}): {text}; the "
-                  f"other tables go on", file=sys.stderr, flush=True)
+            print(f"coldtier: {cfg.pipeline}/{failure.table} stopped ({what}, exit {code}): "
+                  f"{error_text(failure.error, cfg.secrets())}; the other tables go on", file=sys.stderr,
+                  flush=True)
 
     try:
         with held(cfg, tables, wait_for_lock) as (ledger, locks):
@@ -421,11 +421,16 @@ def dispatch(cfg: AppConfig, args: argparse.Namespace,
                    spark_factory=spark_factory)
 
 
-def fail(code: int, what: str, exc: BaseException, secrets: tuple[str, ...]) -> int:
+def error_text(exc: BaseException, secrets: tuple[str, ...]) -> str:
+    """An exception's message on one line, at most 2,000 characters, secrets masked."""
     text = " ".join(str(exc).split())
     if len(text) > 2000:
         text = text[:2000] + " …"
-    print(f"coldtier: {what}: {mask(text, secrets)} (exit {code})", file=sys.stderr)
+    return mask(text, secrets)
+
+
+def fail(code: int, what: str, exc: BaseException, secrets: tuple[str, ...]) -> int:
+    print(f"coldtier: {what}: {error_text(exc, secrets)} (exit {code})", file=sys.stderr)
     return code
 
 

@@ -79,6 +79,13 @@ class LockSession:
                 self.drop()
                 raise
 
+    def try_lock(self, key: str) -> int | None:
+        """Take the advisory lock of ``key`` on this session: the generation it was taken on, or
+        None if another session holds it."""
+        with self._mutex:  # the generation read belongs to the connection the lock was taken on
+            got = self.run("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,))[0]
+            return self.generation if got else None
+
     def alive(self, generation: int | None) -> bool:
         """Whether the connection of ``generation`` is still up (and answers)."""
         with self._mutex:
@@ -123,11 +130,10 @@ class AdvisoryLock:
 
     def _try_lock(self) -> bool:
         assert self.session is not None
-        with self.session._mutex:  # the generation read belongs to the connection the lock was taken on
-            got = bool(self._run("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self.key,))[0])
-            if got:
-                self._gen = self.session.generation
-            return got
+        gen = self.session.try_lock(self.key)
+        if gen is not None:
+            self._gen = gen
+        return gen is not None
 
     def _epoch(self, bump: bool) -> int | None:
         if self.fence is None:

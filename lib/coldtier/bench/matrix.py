@@ -198,6 +198,14 @@ _TOP = {"dataset", "base", "sweep", "grid", "incremental", "noop_relaunches", "p
 _TABLES_KEYS = {f.name for f in fields(TablesRun)}
 
 
+def _known(path: str, where: str, doc: Mapping[str, Any], allowed: set[str]) -> None:
+    """Refuse keys a section does not have, naming them and the ones it has."""
+    bad = set(doc) - allowed
+    if bad:
+        raise MatrixError(f"{path}: {where + ': ' if where else ''}unknown key(s) {', '.join(sorted(bad))}; "
+                          f"expected {', '.join(sorted(allowed))}")
+
+
 def _tables_run(path: str, doc: Any) -> TablesRun | None:
     """The ``tables`` section (``false``: no many-table runs)."""
     if doc is False:
@@ -206,10 +214,7 @@ def _tables_run(path: str, doc: Any) -> TablesRun | None:
         return TablesRun()
     if not isinstance(doc, dict):
         raise MatrixError(f"{path}: tables: expected a mapping or false")
-    bad = set(doc) - _TABLES_KEYS
-    if bad:
-        raise MatrixError(f"{path}: tables: unknown key(s) {', '.join(sorted(bad))}; expected "
-                          f"{', '.join(sorted(_TABLES_KEYS))}")
+    _known(path, "tables", doc, _TABLES_KEYS)
     out = TablesRun()
     for key, value in doc.items():
         if key == "counts":
@@ -235,10 +240,7 @@ def load(path: str | Path) -> Matrix:
         raise MatrixError(f"{p}: cannot read the tuning matrix: {exc}") from None
     if not isinstance(doc, dict):
         raise MatrixError(f"{p}: expected a mapping at the top level")
-    unknown = set(doc) - _TOP
-    if unknown:
-        raise MatrixError(f"{p}: unknown key(s) {', '.join(sorted(unknown))}; "
-                          f"expected {', '.join(sorted(_TOP))}")
+    _known(p, "", doc, _TOP)
     base = Cell(**{k: _coerce(p, "base", k, v) for k, v in (doc.get("base") or {}).items()})
     data = doc.get("dataset") or {}
     incr = doc.get("incremental") or {}

@@ -149,21 +149,25 @@ def scale_targets(tables: Sequence[Mapping[str, Any]], envelope: Mapping[str, An
 def backlog_bounded(run: Mapping[str, Any]) -> bool:
     """Rows waiting do not grow: the second half's peak is no higher than the first half's
     (or than two triggers' worth of rows over all tables)."""
-    series = [v for _, v in run.get("backlog_series") or []]
-    if len(series) < 4:
+    first, second = _halves(run)
+    if len(first) + len(second) < 4:
         return False
-    half = len(series) // 2
     slack = 2 * run["rows_per_trigger"] * run["tables"]
-    return max(series[half:]) <= max(max(series[:half]), slack)
+    return max(second) <= max(max(first), slack)
 
 
 def bounded_text(run: Mapping[str, Any]) -> str:
-    series = [v for _, v in run.get("backlog_series") or []]
-    if not series:
+    first, second = _halves(run)
+    if not second:
         return "not measured"
-    half = len(series) // 2
-    return (f"max {max(series[:half] or [0]):,} rows in the first half, {max(series[half:] or [0]):,} in the "
-            f"second, {series[-1]:,} at the end")
+    return (f"max {max(first or [0]):,} rows in the first half, {max(second):,} in the second, "
+            f"{second[-1]:,} at the end")
+
+
+def _halves(run: Mapping[str, Any]) -> tuple[list[int], list[int]]:
+    """The rows-waiting samples of a run, split into its first and second half."""
+    series = [v for _, v in run.get("backlog_series") or []]
+    return series[:len(series) // 2], series[len(series) // 2:]
 
 
 def tables_markdown(tables: Sequence[Mapping[str, Any]], envelope: Mapping[str, Any] | None) -> list[str]:

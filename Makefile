@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap demo test test-fast bench lint services-start services-stop clean
+.PHONY: bootstrap demo test test-fast bench soak lint services-start services-stop clean
 
 bootstrap:
 	scripts/bootstrap.sh
@@ -26,6 +26,13 @@ test-fast: bootstrap
 ## bench-results/<UTC timestamp>/ gets results.csv, results.md, plots and best-profile.yaml.
 bench: bootstrap
 	scripts/bench.sh $(BENCH_ARGS)
+
+## The soak: the job under a supervisor for DURATION (default 10m) at 10x the production feed,
+## with random faults (driver SIGKILL, ClickHouse/PostgreSQL restarts and SIGSTOP freezes,
+## maintenance), then drain + reconcile: soak-results/<UTC timestamp>/soak.md and soak.png.
+DURATION ?= 10m
+soak: bootstrap
+	scripts/soak.sh --duration $(DURATION) $(SOAK_ARGS)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check lib jobs tests scripts

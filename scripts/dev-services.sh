@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Development services: the embedded ClickHouse (chembed) and a throwaway PostgreSQL.
-#   scripts/dev-services.sh start|stop|status|destroy
+#   scripts/dev-services.sh start|stop|status|destroy|restart-ch|restart-pg|pids
 # start is idempotent and waits until both answer; stop ends only what start started
-# (by pid file); destroy stops them and deletes their data. Ports, passwords and the data directory come from the environment:
+# (by pid file); destroy stops them and deletes their data; restart-ch / restart-pg restart one
+# (the soak's faults); pids prints "clickhouse PID" and "postgres PID" (the postmaster). Ports, passwords and the data directory come from the environment:
 #   COLDTIER_CH_PORT (18123)  COLDTIER_CH_PASSWORD (dev-ch-Q7v2p)
 #   COLDTIER_PG_PORT (15432)  COLDTIER_PG_PASSWORD (dev-pg-K4m8w)  COLDTIER_DEV_DIR (.dev)
 set -euo pipefail
@@ -107,5 +108,11 @@ case "${1:-}" in
     if ch_up; then echo "clickhouse: up on $CH_PORT"; else echo "clickhouse: down"; rc=1; fi
     if pg_up; then echo "postgres: up on $PG_PORT"; else echo "postgres: down"; rc=1; fi
     exit $rc ;;
-  *) echo "usage: $0 start|stop|status|destroy" >&2; exit 2 ;;
+  restart-ch) stop_ch; start_ch ;;
+  restart-pg) stop_pg; start_pg ;;
+  pids)
+    [ -f "$CH_PID" ] && echo "clickhouse $(cat "$CH_PID")"
+    [ -f "$PG_DATA/postmaster.pid" ] && echo "postgres $(head -1 "$PG_DATA/postmaster.pid")"
+    true ;;
+  *) echo "usage: $0 start|stop|status|destroy|restart-ch|restart-pg|pids" >&2; exit 2 ;;
 esac

@@ -95,6 +95,34 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="watermark, last batches, lag and backlog per table")
     common(s)
     s.add_argument("--json", action="store_true", help="one JSON object per table")
+    q = sub.add_parser("sql", help="Spark SQL on the cold tier with the job's catalogs (read-only by "
+                                   "default)")
+    q.add_argument("--config", required=True, help="YAML config file")
+    q.add_argument("statement", help="one SQL statement, e.g. "
+                                     "\"SELECT count(*) FROM cold.cold.trades_binance\"")
+    q.add_argument("--rows", type=int, default=100, help="print at most this many rows (default 100)")
+    q.add_argument("--json", action="store_true", help="one JSON object per row")
+    q.add_argument("--allow-writes", action="store_true",
+                   help="let INSERT/MERGE/DELETE/DDL/CALL through: the cold tier is the system of record")
+    sh = sub.add_parser("shell", help="a Python shell with `spark` (the job's session) and a read-only sql()")
+    sh.add_argument("--config", required=True, help="YAML config file")
+
+    def one_table(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", required=True, help="YAML config file")
+        p.add_argument("table", help="a table name from the config (tables[].name)")
+        p.add_argument("--since", help="rows with timestamp ≥ this: 2026-11-27T10:00:00 (UTC) or 1h / 2d ago")
+
+    hd = sub.add_parser("head", help="a few rows of a table's cold copy (PyIceberg: no JVM, about a second)")
+    one_table(hd)
+    hd.add_argument("--rows", type=int, default=10, help="how many rows (default 10)")
+    ct = sub.add_parser("count", help="rows in a table's cold copy, optionally since a time (PyIceberg)")
+    one_table(ct)
+    ct.add_argument("--until", help="rows with timestamp < this (same forms as --since)")
+    cd = sub.add_parser("check-duplicates",
+                        help="keys held by more than one row in a table's cold copy (key: tables[].key, "
+                             "default the cursor); exit 7 when there are any (PyIceberg)")
+    one_table(cd)
+    cd.add_argument("--until", help="rows with timestamp < this (same forms as --since)")
     return ap
 
 
@@ -306,14 +334,18 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
                 print(f"coldtier: WARNING: could not write metrics: {mask(str(exc), cfg.secrets())}",
                       file=sys.stderr, flush=True)
 
-    def table_failed(failure: TableFailure, others_go_on: bool) -> None:
+    def table_failed(failure: TableFailure, others_go_on: bool, retry_in: float | None) -> None:
         with emitting:
             metrics.failed(failure.table, failure.phase)
-        if others_go_on:  # the run's last line reports it again, with the exit code
-            code, what = classify(failure.error)
-            print(f"coldtier: {cfg.pipeline}/{failure.table} stopped ({what}, exit {code}): "
-                  f"{error_text(failure.error, cfg.secrets())}; the other tables go on", file=sys.stderr,
+        code, what = classify(failure.error)
+        head = f"coldtier: {cfg.pipeline}/{failure.table}"
+        if retry_in is not None:
+            print(f"{head} failed ({what}, exit {code}): {error_text(failure.error, cfg.secrets())}; "
+                  f"retrying in {retry_in:g}s from its ledger, the other tables go on", file=sys.stderr,
                   flush=True)
+        elif others_go_on:  # the run's last line reports it again, with the exit code
+            print(f"{head} stopped ({what}, exit {code}): {error_text(failure.error, cfg.secrets())}; the "
+                  f"other tables go on", file=sys.stderr, flush=True)
 
     try:
         with held(cfg, tables, wait_for_lock) as (ledger, locks):
@@ -354,6 +386,7 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
             if not outcome.failures or len(runners) > 1:  # one table's failure: its error is the summary
                 print(json.dumps({"pipeline": cfg.pipeline, "batches": outcome.batches,
                                   "stopped_by_signal": stop.stopped, "cancelled": stop.cancelled,
+                                  **({"retried_failures": outcome.retried} if outcome.retried else {}),
                                   **({"failed_tables": [f.table for f in outcome.failures]}
                                      if outcome.failures else {})}), file=sys.stderr)
             if outcome.failures:
@@ -394,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def dispatch(cfg: AppConfig, args: argparse.Namespace,
               spark_factory: Callable[[AppConfig], Any] | None) -> int:
+    if args.command in ("head", "count", "check-duplicates"):
+        return cmd_quick(cfg, args)
+    if args.command in ("sql", "shell"):
+        return cmd_sql(cfg, args, spark_factory or session_for)
     names = _tables(cfg, args.tables)
     cfg.select(names)
     if args.command == "plan":
@@ -419,6 +456,64 @@ def dispatch(cfg: AppConfig, args: argparse.Namespace,
         wait = float("inf") if args.wait_for_lock == "inf" else float(args.wait_for_lock)
     return cmd_run(cfg, names, trigger, args.max_batches, wait, stop_grace_s=args.stop_grace,
                    spark_factory=spark_factory)
+
+
+def cmd_quick(cfg: AppConfig, args: argparse.Namespace) -> int:
+    """``head``, ``count``, ``check-duplicates``: PyIceberg on the job's catalog, no JVM."""
+    import time as _time
+
+    from coldtier import query
+
+    t = cfg.table(args.table)
+    zone = query.session_zone(cfg)
+    now = _time.time()
+    since, until = _when(args.since, now), _when(getattr(args, "until", None), now)
+    table = query.load_table(cfg, t)
+    facts = query.facts(table, zone)
+    where = "" if since is None and until is None else (
+        " with " + " and ".join(p for p in (
+            since is not None and f"{t.cursor.timestamp_column} >= {_iso(since, zone)}",
+            until is not None and f"{t.cursor.timestamp_column} < {_iso(until, zone)}") if p))
+    print(f"{t.name}: {t.target.identifier}, snapshot {facts.snapshot_id} of {facts.committed}, "
+          f"{facts.rows:,} rows in {facts.files:,} data files")
+    if args.command == "count":
+        print(f"{query.count(table, t, since, until):,} rows{where}")
+        return EXIT_OK
+    if args.command == "head":
+        rows = query.head(table, t, args.rows, since)
+        print(query.text_table(rows.column_names, [list(r.values()) for r in rows.to_pylist()], zone))
+        return EXIT_OK
+    keys = query.key_columns(t)
+    found = query.duplicates(table, t, keys, since, until)
+    print(f"{found.rows:,} rows{where} read; key ({', '.join(keys)}): {found.duplicate_keys:,} keys held by "
+          f"more than one row, {found.extra_rows:,} rows too many")
+    if found.examples:
+        print(query.text_table([*keys, "copies"], [[*k, n] for k, n in found.examples], zone))
+    return EXIT_MISMATCH if found.duplicate_keys else EXIT_OK
+
+
+def _iso(epoch_s: int, zone: Any) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).astimezone(zone).isoformat()
+
+
+def cmd_sql(cfg: AppConfig, args: argparse.Namespace, spark_factory: Callable[[AppConfig], Any]) -> int:
+    """``sql`` and ``shell``: the job's SparkSession (catalogs, credentials, time zone)."""
+    from coldtier import coldsql, query
+
+    zone = query.session_zone(cfg)
+    if args.command == "sql" and not args.allow_writes and not args.statement.strip():
+        raise UsageError("coldtier sql: the statement is empty")
+    spark = spark_factory(cfg)
+    if args.command == "shell":
+        return coldsql.shell(cfg, spark, zone)
+    df = coldsql.run_sql(spark, args.statement, args.allow_writes)
+    text, more = coldsql.render(df, args.rows, zone, args.json)
+    if text:
+        print(text)
+    if more:
+        print(f"coldtier sql: more than {args.rows} rows; showing the first {args.rows} (--rows N)",
+              file=sys.stderr)
+    return EXIT_OK
 
 
 def error_text(exc: BaseException, secrets: tuple[str, ...]) -> str:

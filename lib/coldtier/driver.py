@@ -13,7 +13,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from coldtier.errors import UsageError
+from coldtier.errors import EXIT_RUNTIME, UsageError, classify
 
 if TYPE_CHECKING:
     from coldtier.loop import TableRunner
@@ -125,7 +125,23 @@ class TableFailure:
 @dataclass
 class RunOutcome:
     batches: int = 0
-    failures: list[TableFailure] = field(default_factory=list)
+    failures: list[TableFailure] = field(default_factory=list)  # tables that ended failed
+    retried: int = 0  # transient failures a processing-time loop retried
+
+
+RETRY_CAP_S = 300.0  # the longest wait before a failed table's next attempt
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure worth retrying in a running loop: a source, sink or ledger unreachable or
+    failing (exit 4, "retry later"); not a config, schema, lock or ledger-consistency problem."""
+    return classify(exc)[0] == EXIT_RUNTIME
+
+
+def retry_delay(interval_s: float, attempt: int) -> float:
+    """Exponential backoff from the trigger interval: 1, 2, 4 … intervals, at most RETRY_CAP_S
+    (or one interval, if that is longer)."""
+    return min(interval_s * 2 ** (attempt - 1), max(interval_s, RETRY_CAP_S))
 
 
 class _Budget:
@@ -162,11 +178,15 @@ class _Slot:
     ceiling: Any = None
     busy: bool = False
     done: bool = False
+    attempts: int = 0  # consecutive failures
+    failure: TableFailure | None = None  # the last one, while it is being retried
 
 
 def run_tables(runners: list[TableRunner], trigger: Trigger, max_batches: int | None, stop: StopFlag,
-               concurrency: int = 1, on_failure: Callable[[TableFailure, bool], None] | None = None,
-               on_trigger: Callable[[TriggerRecord], None] | None = None) -> RunOutcome:
+               concurrency: int = 1,
+               on_failure: Callable[[TableFailure, bool, float | None], None] | None = None,
+               on_trigger: Callable[[TriggerRecord], None] | None = None,
+               retryable: Callable[[BaseException], bool] = transient) -> RunOutcome:
     """Drive the tables' runners under ``trigger``, up to ``concurrency`` tables at a time.
 
     Each table's unit of work (recover its planned batch, or one ``step``) runs in a worker
@@ -174,9 +194,12 @@ def run_tables(runners: list[TableRunner], trigger: Trigger, max_batches: int | 
     before. A trigger tick is due at ``t0 + k × interval`` (Spark's ProcessingTimeExecutor: a
     batch that overruns its interval is followed at once by the next). ``available-now`` moves
     each table up to the horizon it had at its start, one batch per unit, tables taking turns.
-    A table that fails stops; the others go on (``on_failure(failure, others_go_on)``) and the
-    outcome lists every failure. No unit starts after a stop signal or once ``max_batches`` is
-    spent; units in flight finish."""
+    A table that fails stops; the others go on (``on_failure(failure, others_go_on, None)``) and
+    the outcome lists every failure. Under processing-time, a ``retryable`` failure (exit 4: a
+    service restarting, a frozen socket timing out) does not stop the table for the life of the
+    process: it is retried from "recover" — what a relaunch would do — after ``retry_delay``
+    (``on_failure(failure, True, delay)``), and ends the run failed only if never overcome.
+    No unit starts after a stop signal or once ``max_batches`` is spent; units in flight finish."""
     budget = _Budget(max_batches)
     outcome = RunOutcome()
     t0 = time.monotonic()
@@ -195,6 +218,7 @@ def run_tables(runners: list[TableRunner], trigger: Trigger, max_batches: int | 
                              None if result is None else result.rows, kind)
 
     def settle(slot: _Slot, rec: TriggerRecord) -> None:
+        slot.attempts, slot.failure = 0, None
         if rec.rows is None:
             budget.give_back()
         else:
@@ -244,16 +268,28 @@ def run_tables(runners: list[TableRunner], trigger: Trigger, max_batches: int | 
                     rec = fut.result()
                 except Exception as exc:
                     budget.give_back()
-                    slot.done = True
                     if stop.cancelled:
+                        slot.done = True
                         continue  # cancelled by the stop grace: reported by the caller, not a failure
                     failure = TableFailure(slot.runner.table.name, slot.runner.phase, exc)
                     slot.runner.phase = "idle"
+                    if trigger.kind == "processing-time" and not stop.stopped and retryable(exc):
+                        slot.attempts += 1
+                        slot.failure, slot.recovered = failure, False
+                        delay = retry_delay(interval, slot.attempts)
+                        slot.due = time.monotonic() + delay
+                        outcome.retried += 1
+                        if on_failure is not None:
+                            on_failure(failure, True, delay)
+                        continue
+                    slot.done = True
                     outcome.failures.append(failure)
                     if on_failure is not None:
-                        on_failure(failure, any(not s.done for s in slots))
+                        on_failure(failure, any(not s.done for s in slots), None)
                     continue
                 settle(slot, rec)
                 if on_trigger is not None:
                     on_trigger(rec)
+    # a table still failing when the loop ends (a stop signal while it waited to retry)
+    outcome.failures += [s.failure for s in slots if s.failure is not None]
     return outcome

@@ -36,9 +36,18 @@ def base_conf() -> dict[str, str]:
     }
 
 
+# SQLSTATEs of a PostgreSQL that restarted under a pooled connection (admin/crash shutdown,
+# starting up, cannot connect): the Iceberg JDBC catalog reconnects and retries on these too
+PG_RECONNECT_STATES = "57P01,57P02,57P03,08001"
+
+
 def iceberg_catalog_conf(name: str, props: Mapping[str, str]) -> dict[str, str]:
-    """``spark.sql.catalog.<name>`` settings for an Iceberg catalog."""
+    """``spark.sql.catalog.<name>`` settings for an Iceberg catalog. A JDBC catalog on
+    PostgreSQL also retries, once on a fresh connection, the errors of a PostgreSQL restart
+    (``retryable_status_codes``; Iceberg's own list has only 08000/08003/08006/08007/40001)."""
     conf = {f"spark.sql.catalog.{name}": "org.apache.iceberg.spark.SparkCatalog"}
+    if props.get("type") == "jdbc" and str(props.get("uri", "")).startswith("jdbc:postgresql:"):
+        conf[f"spark.sql.catalog.{name}.retryable_status_codes"] = PG_RECONNECT_STATES
     conf.update({f"spark.sql.catalog.{name}.{k}": str(v) for k, v in props.items()})
     return conf
 

@@ -160,3 +160,68 @@ def test_concurrent_tables_hold_back_rows_inside_lag_s(job, spark, capsys):
     assert code == 0, err
     for n, f in zip(names, feeds, strict=True):
         assert_source_equals_sink(job, spark, f.table, job.target(n))
+
+
+@pytest.mark.slow
+def test_a_loop_on_a_jdbc_catalog_rides_out_a_postgres_restart(job, spark):
+    """Found by the soak: with the Iceberg catalog in the ledger's PostgreSQL, a restart killed
+    the catalog's pooled connection (SQLSTATE 57P01, not in Iceberg's retry list) and the table
+    stopped for the life of the processing-time loop; and two tables creating their new shared
+    namespace at once raced in the JDBC catalog. Now the catalog reconnects, a transient failure
+    is retried from the ledger, and both tables keep committing through the restart."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from coldtier.synth import venues
+    from helpers import ROOT, wait_until
+    from jobkit import JobEnv
+
+    job = JobEnv(job.chembed, job.postgres, job.warehouse, job.tmp, catalog="jdbc_cat")
+    feeds = [TradeTable(job.client, v, job.database) for v in venues(2)]
+    for f in feeds:
+        f.create()
+        f.bulk(500)
+    names = ["pa", "pb"]
+    cfg = job.write_config([job.table_entry(n, f.table, cursor={"lag_s": 3}, batch={"num_partitions": 1})
+                            for n, f in zip(names, feeds, strict=True)], run={"max_concurrent_tables": 2})
+    feed = subprocess.Popen(
+        [sys.executable, "-m", "coldtier.synth", "--url", job.chembed.http_url, "--password-env",
+         "TEST_CH_PASSWORD", "--database", job.database, "--venues", "2", "live", "--rate", "100", "--interval", "0.25"], env=job.env(), stdout=subprocess.DEVNULL)
+    err_path = job.tmp / "loop.err"
+    proc = subprocess.Popen([sys.executable, "-m", "coldtier", "run", "--trigger", "processing-time=1s",
+                             "--config", str(cfg)], cwd=ROOT, env=job.env(), stdout=subprocess.DEVNULL,
+                            stderr=open(err_path, "w"))
+
+    def commits() -> dict[str, int]:
+        try:
+            rows = sql(job, "SELECT table_name, count(*) FROM coldtier.batches WHERE pipeline = %s AND "
+                            "status = 'committed' GROUP BY table_name", (job.pipeline,))
+        except psycopg2.Error:
+            return {}
+        return {str(t): int(n) for t, n in rows or []}
+
+    try:
+        wait_until(lambda: all(commits().get(n, 0) >= 2 for n in names), 240, "two batches per table")
+        log = str(job.postgres.datadir) + "/../postgres.log"
+        restart = subprocess.run([str(ROOT / "scripts" / "pg_ctl"), "restart", "-w", "-m", "fast", "-D",
+                                  job.postgres.datadir, "-l", log], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        assert restart.returncode == 0
+        before = commits()
+        wait_until(lambda: all(commits().get(n, 0) >= before[n] + 3 for n in names), 240,
+                   "three more batches per table after the restart")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 0, err_path.read_text()[-3000:]
+    finally:
+        proc.kill()
+        feed.send_signal(signal.SIGTERM)
+        feed.wait(30)
+    assert "stopped (" not in err_path.read_text()  # no table gave up
+    time.sleep(4)  # the last rows age past the lag; then drain
+    drained = job.run_process(cfg, "run", "--trigger", "available-now")
+    assert drained.returncode == 0, drained.stderr[-3000:]
+    for n, f in zip(names, feeds, strict=True):
+        assert_source_equals_sink(job, spark, f.table, job.target(n))
+        assert len(committed_batches(spark, job, n)) == commits()[n]

@@ -41,14 +41,17 @@ class FakeRunner:
     gauge: Gauge
     work_s: float = 0.05
     fail_at: int | None = None  # raise on this step (1-based)
+    error: Any = RuntimeError  # what it raises there
     steps: list[float] = field(default_factory=list)
     phase: str = "idle"
+    recovers: int = 0
 
     def __post_init__(self) -> None:
         self.table = SimpleNamespace(name=self.name)
         self.planner = SimpleNamespace(horizon=lambda: "h" if self.batches else None)
 
     def recover(self) -> None:
+        self.recovers += 1
         return None
 
     def step(self, ceiling: Any = None) -> Any:
@@ -57,7 +60,7 @@ class FakeRunner:
             self.phase = "write"
             time.sleep(self.work_s)
             if self.fail_at is not None and len(self.steps) == self.fail_at:
-                raise RuntimeError(f"{self.name} broke")
+                raise self.error(f"{self.name} broke")
             self.phase = "idle"
             if self.batches == 0:
                 return None
@@ -88,12 +91,72 @@ def test_a_failing_table_does_not_stop_the_others():
     good = [FakeRunner(f"ok{i}", 4, gauge) for i in range(3)]
     seen: list[tuple[str, str, bool]] = []
     out = run_tables([bad, *good], Trigger("available-now"), None, StopFlag(), concurrency=2,
-                     on_failure=lambda f, others: seen.append((f.table, f.phase, others)))
+                     on_failure=lambda f, others, retry: seen.append((f.table, f.phase, others)))
     assert all(r.batches == 0 for r in good)  # every other table moved all its rows
     assert [f.table for f in out.failures] == ["bad"] and str(out.failures[0].error) == "bad broke"
     assert seen == [("bad", "write", True)] and bad.phase == "idle"
     assert bad.batches == 4 and len(bad.steps) == 2  # stopped at its failure: no further batch
     assert out.batches == 13
+
+
+def _loop_until(runners: list[FakeRunner], done: Any, **kw: Any) -> Any:
+    """A processing-time=50ms loop over ``runners`` until ``done()`` (or 20 s), then a stop."""
+    stop = StopFlag()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 20
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.event.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    return run_tables(runners, Trigger("processing-time", 0.05), None, stop, concurrency=2, **kw)
+
+
+def test_a_loop_retries_a_table_whose_failure_is_transient():
+    """A service restarting (exit 4) does not stop a table for the life of a processing-time
+    loop: it is retried from recover after a backoff, and the run does not end failed."""
+    from coldtier.errors import LedgerError
+
+    gauge = Gauge()
+    flaky = FakeRunner("flaky", 6, gauge, work_s=0.0, fail_at=2, error=LedgerError)
+    other = FakeRunner("other", 6, gauge, work_s=0.0)
+    seen: list[tuple[str, float | None]] = []
+    out = _loop_until([flaky, other], lambda: flaky.batches == 0 and other.batches == 0,
+                      on_failure=lambda f, others, retry: seen.append((f.table, retry)))
+    assert flaky.batches == 0 and other.batches == 0  # every batch moved, the flaky table's too
+    assert flaky.recovers == 2  # the retry starts from the ledger, like a relaunch
+    assert seen == [("flaky", 0.05)] and out.retried == 1
+    assert out.failures == []
+
+
+def test_a_loop_stops_a_table_whose_failure_is_not_transient():
+    gauge = Gauge()
+    broken = FakeRunner("broken", 6, gauge, work_s=0.0, fail_at=2)  # RuntimeError: internal, exit 1
+    other = FakeRunner("other", 6, gauge, work_s=0.0)
+    out = _loop_until([broken, other], lambda: other.batches == 0)
+    assert broken.batches == 5 and broken.recovers == 1 and len(broken.steps) == 2
+    assert [f.table for f in out.failures] == ["broken"] and out.retried == 0
+
+
+def test_a_table_still_failing_when_the_loop_stops_fails_the_run():
+    from coldtier.errors import ClickHouseUnreachable
+
+    class Down(FakeRunner):
+        def step(self, ceiling: Any = None) -> Any:
+            self.steps.append(time.monotonic())
+            raise ClickHouseUnreachable("clickhouse down")
+
+    down = Down("down", 3, Gauge())
+    out = _loop_until([down], lambda: len(down.steps) >= 3)
+    assert [f.table for f in out.failures] == ["down"] and out.retried >= 3
+
+
+def test_retry_delay_backs_off_to_a_cap():
+    from coldtier.driver import RETRY_CAP_S, retry_delay
+
+    assert [retry_delay(15, n) for n in (1, 2, 3, 4, 5, 6)] == [15, 30, 60, 120, 240, RETRY_CAP_S]
+    assert retry_delay(600, 3) == 600  # an interval longer than the cap: once per interval
 
 
 @settings(max_examples=25, deadline=None)

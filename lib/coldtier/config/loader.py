@@ -406,7 +406,8 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
     for i, node in enumerate(tnode.value):
         k = f"tables[{i}]."
         tm = r.mapping(node, f"tables[{i}]",
-                       ("name", "source", "cursor", "batch", "target", "keep_nanos", "columns", "short_read"))
+                       ("name", "source", "cursor", "batch", "target", "keep_nanos", "columns", "short_read",
+                        "key"))
         name = r.string(tm, "name", k, required=True) or ""
         if not _NAME.match(name):
             raise r.fail(tm["name"], k + "name", f"{name!r}: a name is letters, digits, _ and -, starting "
@@ -477,8 +478,11 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
         short_read = r.string(tm, "short_read", k, _TABLE) or _TABLE["short_read"]
         if short_read not in ("fail", "warn"):
             raise r.fail(tm["short_read"], k + "short_read", f"{short_read!r} is not one of fail, warn.")
+        row_key = r.str_list(tm, "key", k)
+        for col in row_key:
+            r.identifier(tm, "key", k, col)
         tables.append(TableConfig(name, conn, src_table, cursor, batch, target, keep_nanos, columns,
-                                  short_read))
+                                  short_read, row_key))
 
     metrics = MetricsConfig()
     if "metrics" in root:

@@ -87,6 +87,7 @@ class TableConfig:
     keep_nanos: bool = False
     columns: Mapping[str, str] = field(default_factory=dict)  # column → string | binary | exclude
     short_read: str = "fail"  # a batch reading fewer rows than planned: fail | warn
+    key: tuple[str, ...] = ()  # a row's identity (check-duplicates); default: the cursor columns
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,13 @@ class IcebergSink(BatchIdentity):
     def create(self, schema: Any) -> None:
         cols = ", ".join(f"{_q(f.name)} {f.dataType.simpleString()}" for f in schema.fields)
         ns = self.ident.rsplit(".", 1)[0]
-        self.spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {ns}")
+        try:
+            self.spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {ns}")
+        except Exception:
+            # tables of one run sharing a new namespace create it at once, and a catalog's
+            # check-then-insert (the JDBC catalog's) fails all but one of them: it exists now
+            if not self.spark.catalog.databaseExists(ns):
+                raise
         props = {**DEFAULT_PROPERTIES, **self.target.properties}
         ddl = f"CREATE TABLE IF NOT EXISTS {self.ident} ({cols}) USING iceberg"
         if self.target.partition_by:

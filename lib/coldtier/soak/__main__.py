@@ -1,0 +1,5 @@
+import sys
+
+from coldtier.soak.harness import main
+
+sys.exit(main())

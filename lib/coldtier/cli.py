@@ -468,6 +468,7 @@ def cmd_quick(cfg: AppConfig, args: argparse.Namespace) -> int:
     zone = query.session_zone(cfg)
     now = _time.time()
     since, until = _when(args.since, now), _when(getattr(args, "until", None), now)
+    keys = query.key_columns(t) if args.command == "check-duplicates" else ()
     table = query.load_table(cfg, t)
     facts = query.facts(table, zone)
     where = "" if since is None and until is None else (
@@ -483,7 +484,6 @@ def cmd_quick(cfg: AppConfig, args: argparse.Namespace) -> int:
         rows = query.head(table, t, args.rows, since)
         print(query.text_table(rows.column_names, [list(r.values()) for r in rows.to_pylist()], zone))
         return EXIT_OK
-    keys = query.key_columns(t)
     found = query.duplicates(table, t, keys, since, until)
     print(f"{found.rows:,} rows{where} read; key ({', '.join(keys)}): {found.duplicate_keys:,} keys held by "
           f"more than one row, {found.extra_rows:,} rows too many")

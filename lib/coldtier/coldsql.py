@@ -47,6 +47,7 @@ READ_PLANS = frozenset(
         "Unpivot",
         "UnresolvedRelation",
         "UnresolvedInlineTable",
+        "LocalRelation",
         "OneRowRelation",
         "UnresolvedTableValuedFunction",
         "RepartitionByExpression",

@@ -208,7 +208,7 @@ def show(value: Any, zone: dt.tzinfo) -> str:
     if value is None:
         return "NULL"
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.astimezone(zone).isoformat(sep=" ")
+        return value.astimezone(zone).isoformat()
     if isinstance(value, bytes):
         return value.hex()
     return str(value)

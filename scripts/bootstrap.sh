@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what coldtier needs on a fresh machine, idempotently:
-#   - Java 17, PostgreSQL and promtool (Debian's prometheus) from Debian (as root, when absent)
+#   - Java 17, PostgreSQL, Prometheus (server + promtool) and docker-compose from Debian (as root,
+#     when absent): the tests evaluate the shipped alerts in a real Prometheus and validate
+#     docker-compose.yml with `docker-compose config` (no Docker engine needed)
 #   - .venv from requirements.txt, with coldtier installed editable (the `coldtier` command)
 #   - the Spark-side jars, resolved once into the Ivy cache (--packages)
 set -euo pipefail
@@ -11,8 +13,8 @@ apt_pkgs=()
 command -v java >/dev/null 2>&1 || apt_pkgs+=(openjdk-17-jre-headless)
 command -v curl >/dev/null 2>&1 || apt_pkgs+=(curl)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || apt_pkgs+=(postgresql)
-# promtool checks conf/prometheus/alerts.yml in the tests (a structural check runs without it)
-if [ "$(id -u)" = 0 ] && ! command -v promtool >/dev/null 2>&1; then apt_pkgs+=(prometheus); fi
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || apt_pkgs+=(prometheus)
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || apt_pkgs+=(docker-compose)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "bootstrap: missing ${apt_pkgs[*]}; install them as root (apt-get install ${apt_pkgs[*]})" >&2

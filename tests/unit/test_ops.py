@@ -1,10 +1,12 @@
 """Ops artefacts that cannot run here are checked for what they must agree on: alert rules
-(promtool when installed, structure otherwise), the Grafana dashboard, the docker-compose
-stack against conf/compose.yaml, and the supervisor examples."""
+(structure and promtool; tests/integration/test_prometheus.py evaluates them in a real server),
+the Grafana dashboard, the docker-compose stack (``docker-compose config``) against
+conf/compose.yaml, and the supervisor examples."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -48,8 +50,7 @@ def test_alert_rules_use_real_metrics_and_pass_promtool():
         used = metric_names(r["expr"])
         assert used and used <= names, f"{r['alert']}: {used - names} are not exported"
     promtool = shutil.which("promtool")
-    if promtool is None:  # bootstrap installs it as root; the structural checks above still ran
-        return
+    assert promtool, "promtool is not installed: scripts/bootstrap.sh installs Debian's prometheus (as root)"
     check = subprocess.run([promtool, "check", "rules", str(PROM / "alerts.yml")], capture_output=True, text=True)
     assert check.returncode == 0 and "SUCCESS: 6 rules found" in check.stdout, check.stdout + check.stderr
     unit = subprocess.run([promtool, "test", "rules", str(PROM / "alerts_test.yml")], capture_output=True,
@@ -102,11 +103,48 @@ def test_compose_stack_matches_conf_compose():
     prom = yaml.safe_load((PROM / "prometheus.yml").read_text())
     assert prom["scrape_configs"][0]["static_configs"][0]["targets"] == ["pushgateway:9091"]
     assert prom["scrape_configs"][0]["honor_labels"] is True
+
+
+def _compose() -> list[str]:
+    """Docker Compose v1 (Debian's docker-compose) or v2 (``docker compose``): both validate and
+    interpolate a file without an engine."""
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
-        done = subprocess.run([docker, "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
+        return [docker, "compose"]
+    v1 = shutil.which("docker-compose")
+    assert v1, "docker-compose is not installed: scripts/bootstrap.sh installs Debian's (as root)"
+    return [v1]
+
+
+def test_docker_compose_config_validates_and_agrees_with_conf_compose(tmp_path):
+    """`docker-compose config` accepts the file and interpolates the secrets from the environment;
+    conf/compose.yaml, loaded with the coldtier service's resolved environment, uses exactly the
+    passwords the ClickHouse, PostgreSQL and MinIO services were given."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CH_PASSWORD": "ci-ch-9Fq", "PG_PASSWORD": "ci-pg-2Lw",
+           "MINIO_USER": "ci-minio", "MINIO_PASSWORD": "ci-minio-7Zr"}
+    done = subprocess.run([*_compose(), "-f", str(ROOT / "docker-compose.yml"), "config"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+
+    def environment(name: str) -> dict[str, str]:
+        e = services[name].get("environment") or {}
+        return dict(v.split("=", 1) for v in e) if isinstance(e, list) else {k: str(v) for k, v in e.items()}
+
+    job_env = environment("coldtier")
+    assert job_env["CH_PASSWORD"] == environment("clickhouse")["CLICKHOUSE_PASSWORD"] == "ci-ch-9Fq"
+    assert job_env["PG_PASSWORD"] == environment("postgres")["POSTGRES_PASSWORD"] == "ci-pg-2Lw"
+    assert job_env["AWS_ACCESS_KEY_ID"] == environment("minio")["MINIO_ROOT_USER"] == "ci-minio"
+    cfg = config_mod.load(ROOT / "conf" / "compose.yaml", job_env)
+    assert cfg.sources["ch"].password == "ci-ch-9Fq"
+    assert "password=ci-pg-2Lw" in cfg.ledger.dsn
+    assert cfg.catalogs["cold"]["s3.secret-access-key"] == environment("minio")["MINIO_ROOT_PASSWORD"]
+    # a malformed file is refused by the same command, before any engine
+    broken = tmp_path / "broken.yml"
+    broken.write_text("services:\n  x:\n    image: busybox:1.36\n    ports: [\"not-a-port\"]\n")
+    bad = subprocess.run([*_compose(), "-f", str(broken), "config", "-q"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path)
+    assert bad.returncode != 0
 
 
 @pytest.mark.parametrize("name", ["airflow_dag.py", "prefect_flow.py"])

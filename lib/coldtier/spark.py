@@ -87,8 +87,20 @@ def session_for(cfg: AppConfig) -> Any:
         conf.update(iceberg_catalog_conf(name, props))
     conf.update(cfg.spark.conf)
     master = None  # under spark-submit the master comes from its command line
-    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain `python -m coldtier run`
-        conf.setdefault("spark.jars.packages", deps.load().packages_arg)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain `python -m coldtier run|sql|shell`
+        from coldtier.submit import write_log4j
+
+        root = deps.repo_root()
+        ivy = {k: v for k, v in conf.items() if k in deps.IVY_KEYS}
+        jars = deps.cached_jars(root, list(deps.load().packages), ivy, resolve_missing=False)
+        if jars and "spark.jars.packages" not in conf:  # resolved before: no Ivy run, no Ivy report
+            conf["spark.jars"] = ",".join([*(str(j) for j in jars), *filter(None, [conf.get("spark.jars")])])
+        else:
+            conf.setdefault("spark.jars.packages", deps.load().packages_arg)
+        if not os.environ.get("COLDTIER_VERBOSE") and "spark.driver.extraJavaOptions" not in conf:
+            (root / "build").mkdir(exist_ok=True)  # Spark at WARN, less its startup chatter
+            log4j = write_log4j(root / "build")
+            conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log4j}"
         master = cfg.spark.master or "local[*]"
     spark = build_session(f"coldtier-{cfg.pipeline}", conf, master=master)
     spark.sparkContext.setLogLevel(os.environ.get("COLDTIER_SPARK_LOG_LEVEL", "WARN"))

@@ -25,7 +25,7 @@ def section(title: str) -> str:
 
 def test_quickstart_for_a_table_that_is_not_trades(job, tmp_path):
     blocks = re.findall(r"```bash\n(.*?)```", section("Your own table"), re.S)
-    assert len(blocks) == 3  # create the table; validate, plan, run, status; look at the result
+    assert len(blocks) == 3  # create the table; validate, plan, run, status; count, head, check-duplicates
     db, pipeline, warehouse = unique("shop"), unique("quickstart"), tmp_path / "warehouse"
     pg = job.postgres
     config = (ROOT / "conf" / "quickstart.yaml").read_text()
@@ -60,4 +60,7 @@ def test_quickstart_for_a_table_that_is_not_trades(job, tmp_path):
     assert (plan["kind"], plan["planned_rows"]) == ("next", 5000)
     assert (progress["batch_id"], progress["rows"], progress["end"]) == (1, 5000, plan["end"])
     assert re.search(r"^orders\s+1\s+.*batch 1 committed 5,000 rows", moved, re.M), moved
-    assert looked.startswith("5000 rows; the newest three:") and "sku-1" in looked, looked
+    # the quick path, with the same config: counted, three rows shown, no key twice
+    assert "\n5,000 rows\n" in looked, looked
+    assert looked.count("['sku-1', 'sku-2']") == 3, looked
+    assert "5,000 rows read; key (created_at, order_id): 0 keys held by more than one row" in looked, looked

@@ -78,3 +78,37 @@ def test_projection_selects_each_wire_form_under_an_alias_no_column_has():
     sql = projection(mappings, names)
     assert len(sql) == 2 and all(f" AS `{n}`" in s for s, n in zip(sql, names, strict=True))
     assert query_tag("p", "t", 7) == "coldtier:p/t/batch-7"
+
+
+def test_a_jdbc_catalog_on_postgresql_reconnects_after_a_restart():
+    """Iceberg's JDBC catalog retries only 08000/08003/08006/08007/40001 by default; a restarted
+    PostgreSQL answers a pooled connection with 57P01 (admin shutdown)."""
+    from coldtier.spark import PG_RECONNECT_STATES, iceberg_catalog_conf
+
+    pg = iceberg_catalog_conf("cold", {"type": "jdbc", "uri": "jdbc:postgresql://pg:5432/cat"})
+    assert pg["spark.sql.catalog.cold.retryable_status_codes"] == PG_RECONNECT_STATES
+    assert "57P01" in PG_RECONNECT_STATES.split(",")
+    own = iceberg_catalog_conf("cold", {"type": "jdbc", "uri": "jdbc:postgresql://pg/cat",
+                                        "retryable_status_codes": "57P01"})
+    assert own["spark.sql.catalog.cold.retryable_status_codes"] == "57P01"  # the user's setting wins
+    for other in ({"type": "jdbc", "uri": "jdbc:sqlite:/tmp/c.db"}, {"type": "hadoop", "warehouse": "/w"}):
+        assert not any(k.endswith("retryable_status_codes") for k in iceberg_catalog_conf("c", other))
+
+
+@pytest.mark.parametrize(("uri", "user", "password", "url"), [
+    ("jdbc:postgresql://pg:5432/cat", "u", "p@ss:w/rd", "postgresql+psycopg2://u:p%40ss%3Aw%2Frd@pg:5432/cat"),
+    ("jdbc:postgresql://pg/cat?user=a&password=b&ssl=true", None, None, "postgresql+psycopg2://a:b@pg/cat?ssl=true"),
+    ("jdbc:sqlite:/tmp/catalog.db", None, None, "sqlite:////tmp/catalog.db"),
+])
+def test_the_quick_path_opens_the_jdbc_catalogs_database(uri, user, password, url):
+    from coldtier.query import sqlalchemy_url
+
+    assert sqlalchemy_url(uri, user, password) == url
+
+
+def test_the_quick_path_refuses_other_jdbc_databases_clearly():
+    from coldtier.errors import UsageError
+    from coldtier.query import sqlalchemy_url
+
+    with pytest.raises(UsageError, match=r"PostgreSQL or SQLite.*use coldtier sql"):
+        sqlalchemy_url("jdbc:mysql://db/cat", "u", "p")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coldtier.jvm import jclass
@@ -39,6 +40,40 @@ def base_conf() -> dict[str, str]:
 # SQLSTATEs of a PostgreSQL that restarted under a pooled connection (admin/crash shutdown,
 # starting up, cannot connect): the Iceberg JDBC catalog reconnects and retries on these too
 PG_RECONNECT_STATES = "57P01,57P02,57P03,08001"
+
+
+# What a quiet run (the launcher's; `sql` and `shell`) keeps from Spark's log: WARN and above,
+# less these loggers' warnings, which say nothing a coldtier user can act on (native Hadoop
+# libraries absent; the host name resolving to a loopback address and port retries; a
+# deprecation inside Iceberg's own manifest reading)
+QUIET_LOGGERS = ("org.apache.hadoop.util.NativeCodeLoader", "org.apache.spark.util.Utils",
+                 "org.apache.iceberg.ManifestReader",
+                 # "pool <table> has not been configured ... created with default configuration": coldtier
+                 # gives each table a FAIR pool of its own, on purpose
+                 "org.apache.spark.scheduler.FairSchedulableBuilder")
+
+
+def write_log4j(directory: Path) -> Path:
+    """A log4j2 configuration for a quiet run: Spark at WARN on stderr, ``QUIET_LOGGERS`` at ERROR,
+    and in YARN cluster mode the application's final report (``final status: SUCCEEDED``,
+    the tracking URL): the driver's own output is in the container logs then."""
+    layout = "%d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex"
+    lines = ["rootLogger.level = warn", "rootLogger.appenderRef.stderr.ref = console"]
+    for name, extra in (("console", []), ("final", [
+            "filter.status.type = RegexFilter", "filter.status.regex = (?s).*final status: (?!UNDEFINED).*",
+            "filter.status.onMatch = ACCEPT", "filter.status.onMismatch = DENY"])):
+        lines += [f"appender.{name}.{line}" for line in (
+            "type = Console", f"name = {name}", "target = SYSTEM_ERR", "layout.type = PatternLayout",
+            f"layout.pattern = {layout}", *extra)]
+    yarn = "logger.yarnclient"
+    lines += [f"{yarn}.name = org.apache.spark.deploy.yarn.Client", f"{yarn}.level = info",
+              f"{yarn}.additivity = false", f"{yarn}.appenderRef.warn.ref = console",
+              f"{yarn}.appenderRef.warn.level = warn", f"{yarn}.appenderRef.final.ref = final"]
+    for i, name in enumerate(QUIET_LOGGERS):
+        lines += [f"logger.quiet{i}.name = {name}", f"logger.quiet{i}.level = error"]
+    path = directory / "coldtier-log4j2.properties"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def iceberg_catalog_conf(name: str, props: Mapping[str, str]) -> dict[str, str]:
@@ -88,8 +123,6 @@ def session_for(cfg: AppConfig) -> Any:
     conf.update(cfg.spark.conf)
     master = None  # under spark-submit the master comes from its command line
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain `python -m coldtier run|sql|shell`
-        from coldtier.submit import write_log4j
-
         root = deps.repo_root()
         ivy = {k: v for k, v in conf.items() if k in deps.IVY_KEYS}
         jars = deps.cached_jars(root, list(deps.load().packages), ivy, resolve_missing=False)

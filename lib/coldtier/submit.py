@@ -41,6 +41,7 @@ from coldtier import config as config_mod
 from coldtier import deps
 from coldtier.config import ConfigError, mask
 from coldtier.handoff import DRIVER_PIDFILE_VAR, DRIVER_STDERR_VAR
+from coldtier.spark import QUIET_LOGGERS, write_log4j  # noqa: F401  (QUIET_LOGGERS: submit.QUIET_LOGGERS)
 
 _SECRET_CONF = ("password", "secret", "token", "access.key", "credential", ".header.", "dsn")
 # Spark's own default, plus the secrets of Iceberg REST catalogs (credential, header.*) and DSNs
@@ -55,14 +56,6 @@ def redaction_regex(current: str | None) -> str:
 
 
 VERBOSE_VAR = "COLDTIER_VERBOSE"
-# What a quiet run keeps from Spark's log: WARN and above, less these loggers' warnings, which
-# say nothing a coldtier user can act on (native Hadoop libraries absent; the host name resolving
-# to a loopback address and port retries; a deprecation inside Iceberg's own manifest reading)
-QUIET_LOGGERS = ("org.apache.hadoop.util.NativeCodeLoader", "org.apache.spark.util.Utils",
-                 "org.apache.iceberg.ManifestReader",
-                 # "pool <table> has not been configured ... created with default configuration": coldtier
-                 # gives each table a FAIR pool of its own, on purpose
-                 "org.apache.spark.scheduler.FairSchedulableBuilder")
 # The one line every JVM of Spark 4 prints (Spark adds --add-modules=jdk.incubator.vector
 # itself); no JVM option turns it off, so a quiet launch drops exactly this line
 JVM_BANNER = b"WARNING: Using incubator modules: jdk.incubator.vector"
@@ -155,29 +148,6 @@ def _prop_escape(text: str) -> str:
     out = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("=", "\\=") \
         .replace(":", "\\:").replace("#", "\\#").replace("!", "\\!")
     return out.replace(" ", "\\ ") if out.startswith(" ") else out
-
-
-def write_log4j(directory: Path) -> Path:
-    """A log4j2 configuration for a quiet run: Spark at WARN on stderr, ``QUIET_LOGGERS`` at ERROR,
-    and in YARN cluster mode the application's final report (``final status: SUCCEEDED``,
-    the tracking URL): the driver's own output is in the container logs then."""
-    layout = "%d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex"
-    lines = ["rootLogger.level = warn", "rootLogger.appenderRef.stderr.ref = console"]
-    for name, extra in (("console", []), ("final", [
-            "filter.status.type = RegexFilter", "filter.status.regex = (?s).*final status: (?!UNDEFINED).*",
-            "filter.status.onMatch = ACCEPT", "filter.status.onMismatch = DENY"])):
-        lines += [f"appender.{name}.{line}" for line in (
-            "type = Console", f"name = {name}", "target = SYSTEM_ERR", "layout.type = PatternLayout",
-            f"layout.pattern = {layout}", *extra)]
-    yarn = "logger.yarnclient"
-    lines += [f"{yarn}.name = org.apache.spark.deploy.yarn.Client", f"{yarn}.level = info",
-              f"{yarn}.additivity = false", f"{yarn}.appenderRef.warn.ref = console",
-              f"{yarn}.appenderRef.warn.level = warn", f"{yarn}.appenderRef.final.ref = final"]
-    for i, name in enumerate(QUIET_LOGGERS):
-        lines += [f"logger.quiet{i}.name = {name}", f"logger.quiet{i}.level = error"]
-    path = directory / "coldtier-log4j2.properties"
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def master_and_mode(args: SubmitArgs, env: dict[str, str],

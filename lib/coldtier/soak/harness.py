@@ -45,6 +45,7 @@ import yaml
 from coldtier import config as config_mod
 from coldtier import query
 from coldtier.bench.harness import Services
+from coldtier.soak.report import BATCH_FIELDS
 from coldtier.synth import TradeTable, venues
 
 FAULTS = (
@@ -142,6 +143,13 @@ def job_config(services: Services, home: Path, plan: Plan) -> dict[str, Any]:
     }
 
 
+def iceberg_sample(name: str, table: Any) -> dict[str, Any]:
+    """A table's snapshots, data files and rows now (PyIceberg)."""
+    f = query.facts(table, dt.UTC)
+    return {"at": time.time(), "table": name, "snapshots": len(table.snapshots()), "files": f.files,
+            "rows": f.rows}
+
+
 class Feeder(threading.Thread):
     """Inserts RATE rows per second into each table; a failed insert (ClickHouse down or frozen) is
     counted and the next one starts from the table's real next sequence number."""
@@ -162,7 +170,7 @@ class Feeder(threading.Thread):
                     seqs[t.fqn] = t.live_tick(
                         max(1, round(self.rate)), t.next_sequence() if start is None else start
                     )
-                except Exception:
+                except Exception:  # a fault: counted, and resynchronised at the next tick
                     self.failed += 1
                     seqs[t.fqn] = None
             ticks += 1
@@ -288,16 +296,7 @@ class Ledger:
             "source_lag_s, backlog_rows, attempts FROM coldtier.batches WHERE pipeline = 'soak' "
             "AND status = 'committed' ORDER BY committed_at"
         )
-        keys = (
-            "table",
-            "batch_id",
-            "committed_at",
-            "rows",
-            "total_s",
-            "source_lag_s",
-            "backlog_rows",
-            "attempts",
-        )
+        keys = BATCH_FIELDS
         return [dict(zip(keys, (r[0], int(r[1]), float(r[2]), *r[3:]), strict=True)) for r in rows]
 
 
@@ -420,18 +419,9 @@ class Soak:
                 for t in cfg.tables:
                     try:
                         table = query.load_table(cfg, t)
-                    except Exception:
+                    except Exception:  # not created yet, or PostgreSQL down: the next minute
                         continue
-                    f = query.facts(table, dt.UTC)
-                    self.iceberg.append(
-                        {
-                            "at": time.time(),
-                            "table": t.name,
-                            "snapshots": len(table.snapshots()),
-                            "files": f.files,
-                            "rows": f.rows,
-                        }
-                    )
+                    self.iceberg.append(iceberg_sample(t.name, table))
 
     # the protocol -----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -485,15 +475,7 @@ class Soak:
             table = query.load_table(cfg, t)
             dups = query.duplicates(table, t, query.key_columns(t))
             f = query.facts(table, dt.UTC)
-            self.iceberg.append(
-                {
-                    "at": time.time(),
-                    "table": t.name,
-                    "snapshots": len(table.snapshots()),
-                    "files": f.files,
-                    "rows": f.rows,
-                }
-            )
+            self.iceberg.append(iceberg_sample(t.name, table))
             per_table.append(
                 {
                     "table": t.name,

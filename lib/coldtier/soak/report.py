@@ -15,6 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# a batch as the soak reads it from the ledger (and batches.csv's columns)
+BATCH_FIELDS = ("table", "batch_id", "committed_at", "rows", "total_s", "source_lag_s", "backlog_rows",
+                "attempts")
+
 FAULT_COLOURS = {
     "kill-driver": "#d62728",
     "restart-clickhouse": "#9467bd",
@@ -207,16 +211,7 @@ def plot(path: Path, result: Mapping[str, Any]) -> None:
 
 
 def write_batches(path: Path, batches: Sequence[Mapping[str, Any]]) -> None:
-    keys = (
-        "table",
-        "batch_id",
-        "committed_at",
-        "rows",
-        "total_s",
-        "source_lag_s",
-        "backlog_rows",
-        "attempts",
-    )
+    keys = BATCH_FIELDS
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()

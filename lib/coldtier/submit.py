@@ -22,6 +22,7 @@ lives in ``handoff``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import select
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,13 +104,27 @@ def parse(argv: list[str]) -> SubmitArgs:
 
 
 def build_lib_zip(root: Path) -> Path:
-    out = root / "build" / "coldtier-lib.zip"
+    """The ``lib/coldtier`` package as a zip for ``--py-files``, named by its content
+    (``build/coldtier-lib-<digest>.zip``): a launch never sees the file change under it while
+    Spark copies it (Spark refuses a py-file whose content changed between two reads: "exists
+    and does not match contents"), even when another launch from the same checkout runs a newer
+    code; zips of other contents older than a day are removed."""
+    sources = sorted((root / "lib" / "coldtier").rglob("*.py"))
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(str(path.relative_to(root / "lib")).encode() + b"\0" + path.read_bytes() + b"\0")
+    out = root / "build" / f"coldtier-lib-{digest.hexdigest()[:16]}.zip"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".zip.tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted((root / "lib" / "coldtier").rglob("*.py")):
-            zf.write(path, path.relative_to(root / "lib"))
-    os.replace(tmp, out)
+    if not out.exists():
+        tmp = out.with_suffix(f".zip.{os.getpid()}.tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sources:
+                zf.write(path, path.relative_to(root / "lib"))
+        os.replace(tmp, out)
+    for old in out.parent.glob("coldtier-lib*.zip"):
+        with contextlib.suppress(OSError):
+            if old != out and old.stat().st_mtime < time.time() - 86_400:
+                old.unlink()
     return out
 
 

@@ -145,3 +145,23 @@ def test_launcher_demultiplexes_the_drivers_stderr(capfd, verbose):
     assert "coldtier: a message\n" in err and err.endswith("coldtier: last words without a newline\n")
     assert "WARN Spark: a warning" in err
     assert (JVM_BANNER.decode() in err) is verbose
+
+
+def test_the_lib_zip_is_named_by_its_content(tmp_path):
+    """A launch's --py-files never changes under it: another launch that runs newer code from the
+    same checkout writes another file (Spark refuses a py-file whose content changed while it
+    copies it)."""
+    import zipfile
+
+    from coldtier.submit import build_lib_zip
+
+    pkg = tmp_path / "lib" / "coldtier"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("VERSION = 1\n")
+    first = build_lib_zip(tmp_path)
+    assert build_lib_zip(tmp_path) == first  # same content: the same file, not rewritten
+    before = first.read_bytes()
+    (pkg / "__init__.py").write_text("VERSION = 2\n")
+    second = build_lib_zip(tmp_path)
+    assert second != first and first.read_bytes() == before
+    assert zipfile.ZipFile(second).read("coldtier/__init__.py") == b"VERSION = 2\n"

@@ -1,5 +1,6 @@
 """Command line: ``run``, ``plan``, ``status``, ``validate``, ``maintain``, ``reconcile``,
-``recover-ledger``, ``adopt`` (``coldtier --help``).
+``recover-ledger``, ``adopt``; and to look at the cold tier with the job's config, ``head``,
+``count``, ``check-duplicates`` (PyIceberg, no JVM), ``sql`` and ``shell`` (``coldtier --help``).
 
 ``plan``, ``status`` and ``validate`` need no Spark; ``run`` starts Spark only when some table
 has rows to move, so a scheduled relaunch that finds nothing exits in about a second. Exit
@@ -465,6 +466,8 @@ def cmd_quick(cfg: AppConfig, args: argparse.Namespace) -> int:
     from coldtier import query
 
     t = cfg.table(args.table)
+    if args.command == "head" and args.rows < 1:
+        raise UsageError(f"coldtier head: --rows {args.rows}: give a positive number of rows")
     zone = query.session_zone(cfg)
     now = _time.time()
     since, until = _when(args.since, now), _when(getattr(args, "until", None), now)
@@ -501,8 +504,10 @@ def cmd_sql(cfg: AppConfig, args: argparse.Namespace, spark_factory: Callable[[A
     from coldtier import coldsql, query
 
     zone = query.session_zone(cfg)
-    if args.command == "sql" and not args.allow_writes and not args.statement.strip():
+    if args.command == "sql" and not args.statement.strip():
         raise UsageError("coldtier sql: the statement is empty")
+    if args.command == "sql" and args.rows < 1:
+        raise UsageError(f"coldtier sql: --rows {args.rows}: give a positive number of rows to print")
     spark = spark_factory(cfg)
     if args.command == "shell":
         return coldsql.shell(cfg, spark, zone)

@@ -137,3 +137,14 @@ def test_shell_binds_the_session_and_a_read_only_sql(job, spark, capsys, monkeyp
     assert re.search(r"^100$", out, re.M)
     assert "coldtier sql is read-only" in err
     assert spark.table(target).count() == 100
+
+
+def test_bad_arguments_are_usage_errors(job, capsys):
+    cfg = job.write_config([job.table_entry("b", "unused")])
+    for args, says in ((["head", "b", "--rows", "0"], "--rows 0: give a positive number of rows"),
+                       (["sql", "   "], "the statement is empty"),
+                       (["count", "b", "--since", "yesterday"], "bad time 'yesterday'"),
+                       (["count", "nope"], "no table named 'nope'")):
+        code, _, err = _cli(capsys, args[0], "--config", str(cfg), *args[1:])
+        assert code == cli.EXIT_CONFIG and says in err, (args, err)
+        assert err.count("\n") == 1  # one paragraph

@@ -141,7 +141,7 @@ def transient(exc: BaseException) -> bool:
 def retry_delay(interval_s: float, attempt: int) -> float:
     """Exponential backoff from the trigger interval: 1, 2, 4 … intervals, at most RETRY_CAP_S
     (or one interval, if that is longer)."""
-    return min(interval_s * 2 ** (attempt - 1), max(interval_s, RETRY_CAP_S))
+    return min(interval_s * 2.0 ** (attempt - 1), max(interval_s, RETRY_CAP_S))
 
 
 class _Budget:

@@ -198,14 +198,13 @@ def plot(path: Path, result: Mapping[str, Any]) -> None:
             ax.axvline(mins(f["at"]), color=FAULT_COLOURS.get(f["kind"], "k"), alpha=0.5, linewidth=1)
     axes[0].legend(fontsize=7, loc="upper right")
     axes[3].legend(fontsize=7, loc="upper left")
-    axes[3].set_xlabel(
-        "minutes into the soak (vertical lines: faults — "
-        + ", ".join(
-            f"{k} {c}" for k, c in FAULT_COLOURS.items() if any(f["kind"] == k for f in result["faults"])
-        )
-        + ")",
-        fontsize=8,
-    )
+    axes[3].set_xlabel("minutes into the soak")
+    from matplotlib.lines import Line2D
+
+    kinds = [k for k in FAULT_COLOURS if any(f["kind"] == k for f in result["faults"])]
+    if kinds:  # what the vertical lines are
+        axes[1].legend([Line2D([0], [0], color=FAULT_COLOURS[k], alpha=0.6) for k in kinds],
+                       [f"fault: {k}" for k in kinds], fontsize=7, loc="upper left", ncol=3)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

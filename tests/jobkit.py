@@ -228,6 +228,16 @@ def sql(job: JobEnv, query: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, 
         conn.close()
 
 
+def restart_postgres(job: JobEnv) -> None:
+    """``pg_ctl restart -m fast`` of the test PostgreSQL (every connection is cut: SQLSTATE 57P01).
+    The restarted postmaster would keep a captured pipe open: its output goes to its log."""
+    log = str(job.postgres.datadir) + "/../postgres.log"
+    done = subprocess.run([str(ROOT / "scripts" / "pg_ctl"), "restart", "-w", "-m", "fast", "-D",
+                           job.postgres.datadir, "-l", log], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0
+
+
 def batch_gate(job: JobEnv, table: str, batch_id: int) -> Path:
     """The chembed gate path for one batch's reads (see chembed.server.Gates)."""
     from chembed.server import Gates

@@ -20,6 +20,7 @@ from jobkit import (
     ch_fingerprint,
     committed_batches,
     progress_lines,
+    restart_postgres,
     run_inprocess,
     spark_fingerprint,
     sql,
@@ -414,12 +415,7 @@ def test_postgres_restarted_during_a_run(job, spark, capsys):
             return phases.read_text().count("after-ledger-commit") if phases.exists() else 0
 
         wait_until(lambda: committed() >= 2, 180, "two committed batches")
-        # (the restarted postmaster would keep a captured pipe open: its output goes to its log)
-        log = str(job.postgres.datadir) + "/../postgres.log"
-        restart = subprocess.run([str(ROOT / "scripts" / "pg_ctl"), "restart", "-w", "-m", "fast", "-D",
-                                  job.postgres.datadir, "-l", log], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-        assert restart.returncode == 0
+        restart_postgres(job)
         before = committed()
         wait_until(lambda: committed() >= before + 3, 180, "three more batches after the restart")
         proc.send_signal(signal.SIGTERM)

@@ -176,7 +176,7 @@ def test_a_loop_on_a_jdbc_catalog_rides_out_a_postgres_restart(job, spark):
 
     from coldtier.synth import venues
     from helpers import ROOT, wait_until
-    from jobkit import JobEnv
+    from jobkit import JobEnv, restart_postgres
 
     job = JobEnv(job.chembed, job.postgres, job.warehouse, job.tmp, catalog="jdbc_cat")
     feeds = [TradeTable(job.client, v, job.database) for v in venues(2)]
@@ -204,11 +204,7 @@ def test_a_loop_on_a_jdbc_catalog_rides_out_a_postgres_restart(job, spark):
 
     try:
         wait_until(lambda: all(commits().get(n, 0) >= 2 for n in names), 240, "two batches per table")
-        log = str(job.postgres.datadir) + "/../postgres.log"
-        restart = subprocess.run([str(ROOT / "scripts" / "pg_ctl"), "restart", "-w", "-m", "fast", "-D",
-                                  job.postgres.datadir, "-l", log], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-        assert restart.returncode == 0
+        restart_postgres(job)
         before = commits()
         wait_until(lambda: all(commits().get(n, 0) >= before[n] + 3 for n in names), 240,
                    "three more batches per table after the restart")

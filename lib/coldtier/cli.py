@@ -474,10 +474,12 @@ def cmd_quick(cfg: AppConfig, args: argparse.Namespace) -> int:
     keys = query.key_columns(t) if args.command == "check-duplicates" else ()
     table = query.load_table(cfg, t)
     facts = query.facts(table, zone)
-    where = "" if since is None and until is None else (
-        " with " + " and ".join(p for p in (
-            since is not None and f"{t.cursor.timestamp_column} >= {_iso(since, zone)}",
-            until is not None and f"{t.cursor.timestamp_column} < {_iso(until, zone)}") if p))
+    bounds = []
+    if since is not None:
+        bounds.append(f"{t.cursor.timestamp_column} >= {_iso(since, zone)}")
+    if until is not None:
+        bounds.append(f"{t.cursor.timestamp_column} < {_iso(until, zone)}")
+    where = " with " + " and ".join(bounds) if bounds else ""
     print(f"{t.name}: {t.target.identifier}, snapshot {facts.snapshot_id} of {facts.committed}, "
           f"{facts.rows:,} rows in {facts.files:,} data files")
     if args.command == "count":

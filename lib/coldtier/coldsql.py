@@ -19,56 +19,16 @@ from coldtier.config import AppConfig
 from coldtier.errors import UsageError
 
 # top-level nodes of a parsed query (Spark 4's AstBuilder) and of read-only catalog commands
-READ_PLANS = frozenset(
-    {
-        "Project",
-        "Filter",
-        "Aggregate",
-        "Sort",
-        "GlobalLimit",
-        "LocalLimit",
-        "Offset",
-        "Tail",
-        "Distinct",
-        "Deduplicate",
-        "Union",
-        "Intersect",
-        "Except",
-        "Join",
-        "LateralJoin",
-        "UnresolvedWith",
-        "WithCTE",
-        "SubqueryAlias",
-        "Window",
-        "WithWindowDefinition",
-        "Sample",
-        "Generate",
-        "Pivot",
-        "Unpivot",
-        "UnresolvedRelation",
-        "UnresolvedInlineTable",
-        "LocalRelation",
-        "OneRowRelation",
-        "UnresolvedTableValuedFunction",
-        "RepartitionByExpression",
-        "Repartition",
-        "UnresolvedHint",
-        "ShowTables",
-        "ShowTablesExtended",
-        "ShowNamespaces",
-        "ShowColumns",
-        "ShowViews",
-        "ShowFunctions",
-        "ShowTableProperties",
-        "ShowCreateTable",
-        "ShowPartitions",
-        "DescribeRelation",
-        "DescribeColumn",
-        "DescribeNamespace",
-        "DescribeFunction",
-        "ExplainCommand",
-    }
-)
+READ_PLANS = frozenset({
+    "Project", "Filter", "Aggregate", "Sort", "GlobalLimit", "LocalLimit", "Offset", "Tail", "Distinct",
+    "Deduplicate", "Union", "Intersect", "Except", "Join", "LateralJoin", "UnresolvedWith", "WithCTE",
+    "SubqueryAlias", "Window", "WithWindowDefinition", "Sample", "Generate", "Pivot", "Unpivot",
+    "UnresolvedRelation", "UnresolvedInlineTable", "LocalRelation", "OneRowRelation",
+    "UnresolvedTableValuedFunction", "RepartitionByExpression", "Repartition", "UnresolvedHint",
+    "ShowTables", "ShowTablesExtended", "ShowNamespaces", "ShowColumns", "ShowViews", "ShowFunctions",
+    "ShowTableProperties", "ShowCreateTable", "ShowPartitions", "DescribeRelation", "DescribeColumn",
+    "DescribeNamespace", "DescribeFunction", "ExplainCommand",
+})
 
 
 def plan_kind(spark: Any, statement: str) -> str:

@@ -125,11 +125,12 @@ def session_for(cfg: AppConfig) -> Any:
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain `python -m coldtier run|sql|shell`
         root = deps.repo_root()
         ivy = {k: v for k, v in conf.items() if k in deps.IVY_KEYS}
-        jars = deps.cached_jars(root, list(deps.load().packages), ivy, resolve_missing=False)
+        pinned = deps.load()
+        jars = deps.cached_jars(root, list(pinned.packages), ivy, resolve_missing=False)
         if jars and "spark.jars.packages" not in conf:  # resolved before: no Ivy run, no Ivy report
             conf["spark.jars"] = ",".join([*(str(j) for j in jars), *filter(None, [conf.get("spark.jars")])])
         else:
-            conf.setdefault("spark.jars.packages", deps.load().packages_arg)
+            conf.setdefault("spark.jars.packages", pinned.packages_arg)
         if not os.environ.get("COLDTIER_VERBOSE") and "spark.driver.extraJavaOptions" not in conf:
             (root / "build").mkdir(exist_ok=True)  # Spark at WARN, less its startup chatter
             log4j = write_log4j(root / "build")

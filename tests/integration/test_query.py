@@ -17,7 +17,7 @@ from jobkit import JobEnv, run_inprocess
 def _offloaded(job: JobEnv, capsys, name: str, rows: int = 6000, **extra):
     trades = job.trades()
     trades.bulk(rows, step_ms=7)
-    cfg = job.write_config([job.table_entry(name, trades.table, **extra.pop("entry", {}))], **extra)
+    cfg = job.write_config([job.table_entry(name, trades.table)], **extra)
     code, _, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0, err
     return trades, cfg

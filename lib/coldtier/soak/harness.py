@@ -25,6 +25,7 @@ final checks) in the order it runs, each part a small class.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -43,7 +44,7 @@ import psycopg2
 import yaml
 
 from coldtier import config as config_mod
-from coldtier import query
+from coldtier import pg, query
 from coldtier.bench.harness import Services
 from coldtier.soak.report import BATCH_FIELDS
 from coldtier.synth import TradeTable, venues
@@ -150,6 +151,11 @@ def iceberg_sample(name: str, table: Any) -> dict[str, Any]:
             "rows": f.rows}
 
 
+def job_command(root: Path, config: Path, *args: str) -> list[str]:
+    """A coldtier command through the launcher, as a supervisor runs it."""
+    return [str(root / "scripts" / "spark-submit.sh"), "jobs/offload.py", *args, "--config", str(config)]
+
+
 class Feeder(threading.Thread):
     """Inserts RATE rows per second into each table; a failed insert (ClickHouse down or frozen) is
     counted and the next one starts from the table's real next sequence number."""
@@ -182,15 +188,7 @@ class Supervisor(threading.Thread):
 
     def __init__(self, root: Path, config: Path, trigger: str, env: dict[str, str], log: Path) -> None:
         super().__init__(name="supervisor", daemon=True)
-        self.cmd = [
-            str(root / "scripts" / "spark-submit.sh"),
-            "jobs/offload.py",
-            "run",
-            "--config",
-            str(config),
-            "--trigger",
-            f"processing-time={trigger}",
-        ]
+        self.cmd = job_command(root, config, "run", "--trigger", f"processing-time={trigger}")
         self.root, self.env, self.log = root, env, log
         self.stop, self.hold = threading.Event(), threading.Event()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -254,10 +252,8 @@ class Supervisor(threading.Thread):
             return None
         total = 0
         for p in procs:
-            try:
+            with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
                 total += p.memory_info().rss
-            except psutil.Error:
-                pass
         return total / 2**20
 
 
@@ -266,15 +262,14 @@ class Ledger:
     restarts and freezes are among the faults)."""
 
     def __init__(self, services: Services) -> None:
-        self.dsn = (
-            f"host=127.0.0.1 port={services.pg_port} dbname=coldtier user=coldtier "
-            f"password={services.pg_password} connect_timeout=3 options='-c statement_timeout=5000'"
-        )
+        self.dsn = (f"host=127.0.0.1 port={services.pg_port} dbname=coldtier user=coldtier "
+                    f"password={services.pg_password}")
 
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
-        conn = psycopg2.connect(self.dsn)
+        conn = pg.connect(self.dsn, "coldtier-soak", connect_timeout_s=3, statement_timeout_s=5,
+                          tcp_timeout_s=10)
         try:
-            with conn.cursor() as cur:
+            with pg.deadline(conn, 10), conn.cursor() as cur:  # a frozen server: fail, poll again
                 cur.execute(sql)
                 return list(cur.fetchall())
         finally:
@@ -380,13 +375,7 @@ class Soak:
         return [root, *root.children(recursive=True)]
 
     def coldtier(self, *args: str, timeout_s: float) -> int:
-        cmd = [
-            str(self.root / "scripts" / "spark-submit.sh"),
-            "jobs/offload.py",
-            *args,
-            "--config",
-            str(self.config),
-        ]
+        cmd = job_command(self.root, self.config, *args)
         with (self.out / "job.log").open("ab") as log:
             try:
                 return subprocess.run(

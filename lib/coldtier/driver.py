@@ -254,7 +254,11 @@ def run_tables(runners: list[TableRunner], trigger: Trigger, max_batches: int | 
             live = [s for s in slots if not s.done]
             if not running and (not live or not accepting):
                 break
-            wake = min((s.due for s in live if not s.busy), default=now + 0.5)
+            # a due table waits for a free slot, not for the clock: with every slot taken (or the
+            # budget spent) sleep until a unit finishes; polling the due tables then would spin,
+            # holding the GIL that the units' py4j and HTTP calls need
+            can_start = accepting and len(running) < concurrency
+            wake = min((s.due for s in live if not s.busy), default=now + 0.5) if can_start else now + 0.5
             timeout = min(0.5, max(0.0, wake - time.monotonic()))
             finished: set[Future[TriggerRecord]] = set()
             if running:

@@ -234,3 +234,25 @@ def test_once_runs_each_table_one_batch(concurrency):
     runners = [FakeRunner(f"t{i}", 3, gauge, work_s=0.01) for i in range(4)]
     out = run_tables(runners, Trigger("once"), None, StopFlag(), concurrency=concurrency)
     assert out.batches == 4 and [r.batches for r in runners] == [2, 2, 2, 2]
+
+
+def test_due_tables_waiting_for_a_slot_do_not_spin_the_scheduler(monkeypatch):
+    """More tables due than slots: the scheduler sleeps until a unit finishes. It used to poll
+    the due tables with a zero timeout, spinning on the GIL the units' py4j calls need."""
+    import coldtier.driver as driver_mod
+
+    calls = []
+    real_wait = driver_mod.wait
+
+    def counting_wait(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("timeout"))
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(driver_mod, "wait", counting_wait)
+    gauge = Gauge()
+    runners = [FakeRunner(f"t{i}", 1, gauge, work_s=0.3) for i in range(4)]
+    out = run_tables(runners, Trigger("once"), None, StopFlag(), concurrency=1)
+    assert out.batches == 4 and gauge.peak == 1
+    # 4 recovers and 4 steps, 1.2 s of work: a handful of waits, each for a unit to finish
+    assert len(calls) <= 20, f"{len(calls)} waits, {sum(1 for t in calls if t == 0)} with no timeout"
+    assert all(t is None or t > 0 for t in calls)

@@ -56,11 +56,23 @@ def projection(mappings: list[ColumnMapping], names: list[str]) -> list[str]:
     return [f"{m.wire_sql} AS {quote(n)}" for m, n in zip(mappings, names, strict=True)]
 
 
+def rebuild_exprs(mappings: list[ColumnMapping], names: list[str]) -> list[str]:
+    """One Spark SQL expression per target column, over its wire column: a mapping's
+    ``spark_sql`` names the target column (backticked), here replaced by its wire alias."""
+    return [f"{m.spark_sql.replace(spark_quote(m.name), spark_quote(n))} AS {spark_quote(m.name)}"
+            for m, n in zip(mappings, names, strict=True)]
+
+
 def rebuild(df: Any, mappings: list[ColumnMapping], names: list[str]) -> Any:
     """The wire columns turned back into their target types (timestamps, dates, containers),
-    under the source's column names."""
-    wire = df.select(*[df[spark_quote(n)] for n in names]).toDF(*[m.name for m in mappings])
-    return wire.selectExpr(*[f"{m.spark_sql} AS {spark_quote(m.name)}" for m in mappings])
+    under the source's column names: one projection, passed to the JVM in a few py4j calls (a
+    small batch is mostly fixed costs, and this runs for every batch)."""
+    from pyspark.sql import DataFrame
+
+    from coldtier.jvm import jseq_of_strings
+
+    spark = df.sparkSession
+    return DataFrame(df._jdf.selectExpr(jseq_of_strings(spark, rebuild_exprs(mappings, names))), spark)
 
 
 def describe(client: ClickHouseHTTP, table: str) -> list[SourceColumn]:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from coldtier.types import UnsupportedColumn, map_column, map_columns, split_args, unwrap
+from coldtier.types import UnsupportedColumn, map_column, map_columns, split_args, unwrap, wire_names
 
 
 def one(ch_type, choice=None, name="c", keep_nanos=False):
@@ -100,3 +100,21 @@ def test_type_parsing_helpers():
     assert unwrap("Array(Nullable(Int8))") == ("Array(Nullable(Int8))", False)
     assert split_args("String, Map(String, Array(Int8)), Enum8('a,b' = 1)") == [
         "String", "Map(String, Array(Int8))", "Enum8('a,b' = 1)"]
+
+
+def test_rebuild_expressions_read_the_wire_columns_in_one_projection():
+    """A batch is rebuilt in one projection over the wire aliases (py4j calls and analyses per
+    batch): every expression reads its own wire column and names its target column, also when
+    one column's name is part of another's or a container is parsed from JSON."""
+    from coldtier.source import rebuild_exprs
+
+    cols = [("ts", "DateTime64(3, 'Asia/Kolkata')"), ("ts_2", "Date"), ("tags", "Array(String)"),
+            ("qty", "UInt64"), ("name", "String")]
+    mappings = map_columns(cols, "db.t")
+    names = wire_names(mappings, [c for c, _ in cols])
+    exprs = rebuild_exprs(mappings, names)
+    assert len(exprs) == len(mappings)
+    for m, wire, expr in zip(mappings, names, exprs, strict=True):
+        body, alias = expr.rsplit(" AS ", 1)
+        assert alias == f"`{m.name}`"
+        assert f"`{wire}`" in body and f"`{m.name}`" not in body

@@ -39,6 +39,7 @@ from coldtier.sinks.base import (
     SnapshotInfo,
     batch_properties,
     new_columns,
+    of_identity,
 )
 from coldtier.sinks.base import quote as _q
 
@@ -125,12 +126,13 @@ class IcebergSink(BatchIdentity):
         snap = self._jtable().currentSnapshot() if self.exists() else None
         return int(snap.snapshotId()) if snap is not None else None
 
-    def _batches(self) -> Any:
+    def _batches(self, t: Any = None) -> Any:
         """Every coldtier batch snapshot in the current ancestry, newest first: (pipeline, table,
-        batch id, end cursor, snapshot id, added rows)."""
-        if not self.exists():
-            return
-        t = self._jtable()
+        batch id, end cursor, snapshot id, added rows). ``t``: a table handle already fresh."""
+        if t is None:
+            if not self.exists():
+                return
+            t = self._jtable()
         snap = t.currentSnapshot()
         while snap is not None:
             s = snap.summary()
@@ -159,18 +161,18 @@ class IcebergSink(BatchIdentity):
             writer = writer.option(f"snapshot-property.{k}", v)
         writer.append()
 
-    def batch_snapshots(self, pipeline: str, table: str, batch_id: int) -> list[int]:
+    def batch_snapshots(self, pipeline: str, table: str, batch_id: int, t: Any = None) -> list[int]:
         """Every snapshot in the ancestry carrying this batch id (exactly one when all is well)."""
         out = []
-        for found, _, snapshot_id, _ in self._ours(pipeline, table):
+        for found, _, snapshot_id, _ in of_identity(self._batches(t), pipeline, table):
             if found == batch_id:
                 out.append(int(snapshot_id))
             elif found < batch_id:
                 break
         return out
 
-    def check_unique(self, pipeline: str, table: str, batch_id: int) -> None:
-        snaps = self.batch_snapshots(pipeline, table, batch_id)
+    def check_unique(self, pipeline: str, table: str, batch_id: int, t: Any = None) -> None:
+        snaps = self.batch_snapshots(pipeline, table, batch_id, t)
         if len(snaps) > 1:
             raise LedgerInconsistent(
                 f"{pipeline}/{table}: batch {batch_id} was published twice to {self.ident}, in snapshots "
@@ -182,28 +184,38 @@ class IcebergSink(BatchIdentity):
         """Stage the batch on a branch of its own (a snapshot off main carrying the batch's
         identity), let ``audit`` see its row count (it raises to stop the batch), then publish it
         on main. The branch is an option of this write alone: nothing else in the Spark session
-        (another table's batch, another writer) is staged with it."""
+        (another table's batch, another writer) is staged with it. One table handle serves the
+        whole batch, refreshed where another commit may have happened (a small batch is mostly
+        fixed costs: each load is a catalog lookup and a metadata read)."""
         branch = f"coldtier_stage_{uuid.uuid4().hex[:16]}"
-        self._jtable().manageSnapshots().createBranch(branch).commit()  # at main's head
+        t = self._jtable()
+        t.manageSnapshots().createBranch(branch).commit()  # at main's head
         try:
             writer = df.writeTo(f"{self.ident}.branch_{branch}")
             for k, v in batch_properties(batch).items():
                 writer = writer.option(f"snapshot-property.{k}", v)
             writer.append()  # on the branch: main is untouched
-            staged = self._jtable().snapshot(branch)
+            t.refresh()
+            staged = t.snapshot(branch)
+            added = int(staged.summary().get("added-records") or 0)
             if audit is not None:
-                audit(int(staged.summary().get("added-records") or 0))
-            if not self._fast_forward(staged, branch):
+                audit(added)
+            published = int(staged.snapshotId()) if self._fast_forward(t, staged, branch) else None
+            if published is None:
                 self._append_files(staged, branch)
         except BaseException:
             with contextlib.suppress(Exception):  # an unpublished stage is only clutter
                 self._drop_branch(branch)
             raise
-        info = self.find_batch(batch.pipeline, batch.table, batch.batch_id)
-        if info is None:
-            raise RuntimeError(f"Iceberg append of batch {batch.batch_id} to {self.ident} left no "
-                               f"snapshot carrying its batch id")
-        self.check_unique(batch.pipeline, batch.table, batch.batch_id)
+        t.refresh()
+        if published is None:  # appended after another writer's commit: find it by its identity
+            info = self.find_batch(batch.pipeline, batch.table, batch.batch_id)
+            if info is None:
+                raise RuntimeError(f"Iceberg append of batch {batch.batch_id} to {self.ident} left no "
+                                   f"snapshot carrying its batch id")
+        else:
+            info = SnapshotInfo(published, batch.batch_id, added)
+        self.check_unique(batch.pipeline, batch.table, batch.batch_id, t)
         return info
 
     def _drop_branch(self, branch: str) -> None:
@@ -211,10 +223,10 @@ class IcebergSink(BatchIdentity):
         if t.refs().containsKey(branch):
             t.manageSnapshots().removeBranch(branch).commit()
 
-    def _fast_forward(self, staged: Any, branch: str) -> bool:
+    def _fast_forward(self, t: Any, staged: Any, branch: str) -> bool:
         """Publish the staged snapshot itself, if main is still its parent, and drop the branch:
-        one compare-and-swap of the table's metadata (it fails if anything committed meanwhile)."""
-        t = self._jtable()
+        one compare-and-swap of the table's metadata (it fails if anything committed meanwhile).
+        ``t``: the table handle, refreshed since the stage was written."""
         ops = t.operations()
         base = ops.current()
         current = base.currentSnapshot()

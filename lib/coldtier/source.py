@@ -57,10 +57,8 @@ def projection(mappings: list[ColumnMapping], names: list[str]) -> list[str]:
 
 
 def rebuild_exprs(mappings: list[ColumnMapping], names: list[str]) -> list[str]:
-    """One Spark SQL expression per target column, over its wire column: a mapping's
-    ``spark_sql`` names the target column (backticked), here replaced by its wire alias."""
-    return [f"{m.spark_sql.replace(spark_quote(m.name), spark_quote(n))} AS {spark_quote(m.name)}"
-            for m, n in zip(mappings, names, strict=True)]
+    """One Spark SQL expression per target column, over its wire column."""
+    return [f"{m.spark_over(n)} AS {spark_quote(m.name)}" for m, n in zip(mappings, names, strict=True)]
 
 
 def rebuild(df: Any, mappings: list[ColumnMapping], names: list[str]) -> Any:

@@ -190,6 +190,11 @@ class ColumnMapping:
     # every value once more (profiled: docs/tuning.md); exact, because the bytes are checked UTF-8
     wire_binary: bool = False
 
+    def spark_over(self, column: str) -> str:
+        """``spark_sql`` over another column (the batch's wire alias): every mapping here writes
+        its column as ``spark_quote(name)`` and no other text holds that backticked name."""
+        return self.spark_sql.replace(spark_quote(self.name), spark_quote(column))
+
 
 def _utf8_guard(q: str, name: str, table: str, nullable: bool, array: bool = False) -> str:
     msg = (f"coldtier: invalid UTF-8: column {name} of {table} holds bytes that are not valid UTF-8; "

@@ -192,6 +192,11 @@ class TableRunner:
         self.phase = "recover"
         self._bind()
         self.verify()
+        dropped = self.sink.drop_stale_stages(self.pipeline, self.table.name)
+        if dropped:
+            print(f"coldtier: {self.pipeline}/{self.table.name}: dropped {len(dropped)} stage branch(es) "
+                  f"of {self.sink.ident} that an interrupted batch left unpublished: {', '.join(dropped)}",
+                  file=sys.stderr, flush=True)
         last = self.ledger.last_batch(self.pipeline, self.table.name)
         if last is None or last.status == "committed":
             return None

@@ -12,6 +12,7 @@ import pytest
 
 import jobkit
 from coldtier import cli
+from coldtier.sinks.iceberg import stage_prefix
 from helpers import CH_PASSWORD, ROOT, ChembedProcess, free_port, wait_until
 from jobkit import (
     SINKS,
@@ -36,6 +37,13 @@ pytestmark = pytest.mark.spark
 def ledger_rows(job):
     return sql(job, "SELECT batch_id, status FROM coldtier.batches WHERE pipeline = %s ORDER BY 1",
                (job.pipeline,))
+
+
+def stage_branches(spark, job, name):
+    if job.sink != "iceberg":
+        return []
+    rows = spark.sql(f"SELECT name FROM {job.target(name)}.refs").collect()
+    return [r.name for r in rows if r.name.startswith("coldtier_stage_")]
 
 
 def snapshots(spark, target):
@@ -70,8 +78,18 @@ def test_driver_killed_at_each_phase(job, spark, capsys, phase):
     expected_ledger = {"after-ledger-commit": [(1, "committed"), (2, "committed")]}.get(
         phase, [(1, "committed"), (2, "planned")])
     assert ledger_rows(job) == expected_ledger
+    # an Iceberg batch killed while its Spark job runs has staged on a branch of its own
+    in_flight = job.sink == "iceberg" and phase.startswith("during-")
+    assert len(stage_branches(spark, job, "k")) == (1 if in_flight else 0)
+    others = []
+    if in_flight:  # another pipeline writing the same table: its stage is not this run's to drop
+        others = [stage_prefix("another-pipeline", "k") + "0123456789ab"]
+        spark.sql(f"ALTER TABLE {job.target('k')} CREATE BRANCH `{others[0]}`")
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0, err
+    # ... which the relaunch drops (a branch left behind keeps its files from ever expiring)
+    assert stage_branches(spark, job, "k") == others
+    assert ("dropped 1 stage branch(es)" in err) == in_flight, err
     # batch 2 (replayed, or only its ledger completed) and batch 3; just batch 3 if 2 was whole
     assert sum(p["rows"] for p in progress) == (20_000 if phase == "after-ledger-commit" else 40_000)
     assert ledger_rows(job) == [(1, "committed"), (2, "committed"), (3, "committed")]

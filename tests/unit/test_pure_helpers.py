@@ -112,3 +112,13 @@ def test_the_quick_path_refuses_other_jdbc_databases_clearly():
 
     with pytest.raises(UsageError, match=r"PostgreSQL or SQLite.*use coldtier sql"):
         sqlalchemy_url("jdbc:mysql://db/cat", "u", "p")
+
+
+def test_stage_branches_are_named_for_their_pipeline_and_table():
+    from coldtier.sinks.iceberg import stage_prefix
+
+    p = stage_prefix("prod", "binance")
+    assert p == stage_prefix("prod", "binance") and p.startswith("coldtier_stage_") and p.endswith("_")
+    # a recovery drops only its own table's stages: no other pipeline/table shares the prefix
+    others = {stage_prefix("prod", "kraken"), stage_prefix("staging", "binance"), stage_prefix("prod/b", "inance")}
+    assert p not in others and not any(o.startswith(p) or p.startswith(o) for o in others)

@@ -57,6 +57,11 @@ class DeltaSink(BatchIdentity):
 
         return bool(DeltaTable.isDeltaTable(self.spark, self.path))
 
+    def drop_stale_stages(self, pipeline: str, table: str) -> list[str]:
+        """Nothing to drop: a Delta batch is audited from Spark's cache before its one commit,
+        never staged on the table."""
+        return []
+
     def create(self, schema: Any) -> None:
         from delta.tables import DeltaTable
 

@@ -19,6 +19,7 @@ naming both snapshots.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import uuid
 from collections.abc import Callable
@@ -52,6 +53,13 @@ DEFAULT_PROPERTIES = {
     # time and break that order. Override in YAML for a hash/range distribution.
     "write.distribution-mode": "none",
 }
+
+
+def stage_prefix(pipeline: str, table: str) -> str:
+    """The name every stage branch of one pipeline/table starts with (a hash of both): a
+    recovery finds the branches its own interrupted batches left, never another writer's."""
+    digest = hashlib.sha256(f"{pipeline}/{table}".encode()).hexdigest()[:10]
+    return f"coldtier_stage_{digest}_"
 
 
 @dataclass
@@ -187,7 +195,7 @@ class IcebergSink(BatchIdentity):
         (another table's batch, another writer) is staged with it. One table handle serves the
         whole batch, refreshed where another commit may have happened (a small batch is mostly
         fixed costs: each load is a catalog lookup and a metadata read)."""
-        branch = f"coldtier_stage_{uuid.uuid4().hex[:16]}"
+        branch = stage_prefix(batch.pipeline, batch.table) + uuid.uuid4().hex[:12]
         t = self._jtable()
         t.manageSnapshots().createBranch(branch).commit()  # at main's head
         try:
@@ -217,6 +225,23 @@ class IcebergSink(BatchIdentity):
             info = SnapshotInfo(published, batch.batch_id, added)
         self.check_unique(batch.pipeline, batch.table, batch.batch_id, t)
         return info
+
+    def drop_stale_stages(self, pipeline: str, table: str) -> list[str]:
+        """Drop the stage branches that interrupted batches of this pipeline/table left (a crash
+        between staging and publishing); their names. Called when a run recovers the table, with
+        its lock held, so none is in use. A branch left behind would keep its snapshot, and the
+        data files of a batch that was never published, from ever being expired."""
+        if not self.exists():
+            return []
+        t = self._jtable()
+        prefix = stage_prefix(pipeline, table)
+        names = sorted(str(n) for n in t.refs().keySet() if str(n).startswith(prefix))
+        if names:
+            update = t.manageSnapshots()
+            for name in names:
+                update = update.removeBranch(name)
+            update.commit()  # one commit for all of them
+        return names
 
     def _drop_branch(self, branch: str) -> None:
         t = self._jtable()

@@ -87,6 +87,17 @@ def iceberg_catalog_conf(name: str, props: Mapping[str, str]) -> dict[str, str]:
     return conf
 
 
+def delta_conf(conf: Mapping[str, str]) -> dict[str, str]:
+    """Delta rebuilds a table's state from its log for every commit, in
+    ``spark.databricks.delta.snapshotPartitions`` tasks (50 by default): for a batch of a few
+    thousand rows, 50 near-empty tasks per commit (1.9 s per one-row batch here, 1.0 s with 2).
+    It follows ``spark.sql.shuffle.partitions`` when the YAML sets that and not it."""
+    width = conf.get("spark.sql.shuffle.partitions")
+    if width is None or "spark.databricks.delta.snapshotPartitions" in conf:
+        return {}
+    return {"spark.databricks.delta.snapshotPartitions": width}
+
+
 def build_session(app_name: str, conf: Mapping[str, str], master: str | None = None):  # noqa: ANN201
     from pyspark.sql import SparkSession
 
@@ -121,6 +132,7 @@ def session_for(cfg: AppConfig) -> Any:
     for name, props in cfg.catalogs.items():
         conf.update(iceberg_catalog_conf(name, props))
     conf.update(cfg.spark.conf)
+    conf.update(delta_conf(conf))
     master = None  # under spark-submit the master comes from its command line
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # plain `python -m coldtier run|sql|shell`
         root = deps.repo_root()

@@ -122,3 +122,12 @@ def test_stage_branches_are_named_for_their_pipeline_and_table():
     # a recovery drops only its own table's stages: no other pipeline/table shares the prefix
     others = {stage_prefix("prod", "kraken"), stage_prefix("staging", "binance"), stage_prefix("prod/b", "inance")}
     assert p not in others and not any(o.startswith(p) or p.startswith(o) for o in others)
+
+
+def test_delta_rebuilds_its_state_as_wide_as_the_session_shuffles():
+    from coldtier.spark import delta_conf
+
+    key = "spark.databricks.delta.snapshotPartitions"
+    assert delta_conf({"spark.sql.shuffle.partitions": "2"}) == {key: "2"}
+    assert delta_conf({"spark.sql.shuffle.partitions": "2", key: "16"}) == {}  # the YAML's own wins
+    assert delta_conf({}) == {}  # Delta's default

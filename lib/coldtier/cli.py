@@ -379,6 +379,8 @@ def cmd_run(cfg: AppConfig, names: list[str] | None, trigger: Trigger, max_batch
                                      table_failed, on_trigger)
             finally:
                 stop.disarm()
+                for r in runners:  # with the locks still held
+                    r.close()
             if stop.cancelled:
                 where = ", ".join(f"{cfg.pipeline}/{r.table.name}" for r in runners if r.phase != "idle")
                 print(f"coldtier: stopped: the batch in flight of {where or cfg.pipeline} did not finish "

@@ -81,6 +81,11 @@ class ShortRead(RuntimeFailure):
     a TTL, a mutation). Nothing was published; the batch is replayed by the next run."""
 
 
+class StageLost(RuntimeFailure):
+    """A batch's stage (an Iceberg stage branch) was removed before the batch was published:
+    another run recovering the table drops the stages it finds. Nothing was published."""
+
+
 class DependencyError(RuntimeFailure):
     """The packages could not be resolved (no network, a coordinate that does not exist)."""
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from coldtier.config import AppConfig, TableConfig
 from coldtier.consistency import Verdict, ledger_vs_sink
-from coldtier.errors import LedgerInconsistent, ShortRead
+from coldtier.errors import LedgerInconsistent, ShortRead, StageLost
 from coldtier.faults import FaultHook
 from coldtier.jvm import jclass
 from coldtier.ledger import Ledger
@@ -195,7 +195,8 @@ class TableRunner:
         dropped = self.sink.drop_stale_stages(self.pipeline, self.table.name)
         if dropped:
             print(f"coldtier: {self.pipeline}/{self.table.name}: dropped {len(dropped)} stage branch(es) "
-                  f"of {self.sink.ident} that an interrupted batch left unpublished: {', '.join(dropped)}",
+                  f"of {self.sink.ident} holding a batch an interrupted run never published (it is "
+                  f"replayed from the ledger): {', '.join(dropped)}",
                   file=sys.stderr, flush=True)
         last = self.ledger.last_batch(self.pipeline, self.table.name)
         if last is None or last.status == "committed":
@@ -286,6 +287,10 @@ class TableRunner:
             with self.hook.watch_write(self.spark, self.table.name, batch.batch_id, self.job_group):
                 # reads from ClickHouse and writes, in one Spark job; audited before it is visible
                 info = self.sink.append(df, batch, lambda rows: self._audit(batch, rows))
+        except StageLost:
+            if self.lock is not None:
+                self.lock.check_fence()  # another run took the table over: FencedOut names it
+            raise
         except Exception as exc:
             refused = refused_value(exc)
             if refused is None:
@@ -312,6 +317,16 @@ class TableRunner:
         progress = self._progress(batch, m, recovered=recovered)
         self.emit(progress)
         return BatchResult(self.table.name, batch.batch_id, m.rows, progress)
+
+    def close(self) -> None:
+        """The end of the run (its lock still held): the sink drops what it kept for a next
+        batch. Best effort: what is left, the next run's recovery drops."""
+        try:
+            self.sink.close()
+        except Exception as exc:
+            print(f"coldtier: WARNING: {self.pipeline}/{self.table.name}: {self.sink.ident} not tidied at "
+                  f"the end of the run ({type(exc).__name__}); the next run's recovery does it",
+                  file=sys.stderr, flush=True)
 
     def _backlog(self, after: Offset) -> int | None:
         """Rows after the batch, for progress and metrics: best effort, after the commit."""

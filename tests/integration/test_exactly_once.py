@@ -242,3 +242,43 @@ def test_a_crash_between_the_commits_of_the_very_first_batch_is_completed(job, s
     assert [(p["batch_id"], p.get("recovered")) for p in progress] == [(1, "ledger-completed")]
     assert committed_batches(spark, job, "first") == [1]
     assert_source_equals_sink(job, spark, trades.table, job.target("first"))
+
+
+def test_a_writer_whose_stage_was_dropped_by_a_takeover_never_publishes(job, spark, capsys, monkeypatch):
+    """Instance A has written batch 2 to its stage branch when instance B takes the table over
+    (a new owner epoch) and B's recovery drops the table's stage branches, A's among them. A
+    must stop naming the takeover (exit 3) with nothing published and the ledger untouched;
+    the relaunch replays batch 2 exactly once."""
+    from coldtier import config as config_mod
+    from coldtier.sinks.iceberg import IcebergSink
+
+    trades = job.trades()
+    trades.bulk(4000)
+    cfg = job.write_config([job.table_entry("gone", trades.table, batch={"max_rows": 2000})])
+    code, _, err = run_inprocess(capsys, cfg, "--trigger", "once")
+    assert code == 0, err
+    target = config_mod.load(cfg).tables[0].target
+    write_stage = IcebergSink._write_stage
+    dropped: list[list[str]] = []
+
+    def taken_over(self, df, batch, branch):
+        write_stage(self, df, batch, branch)
+        sql(job, "UPDATE coldtier.owners SET epoch = epoch + 1 WHERE pipeline = %s AND table_name = 'gone'",
+            (job.pipeline,))
+        dropped.append(IcebergSink(spark, target).drop_stale_stages(job.pipeline, "gone"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(IcebergSink, "_write_stage", taken_over)
+        code, progress, err = run_inprocess(capsys, cfg, "--trigger", "once")
+    assert len(dropped) == 1 and len(dropped[0]) == 1  # B found A's staged batch 2, and dropped it
+    assert code == cli.EXIT_LOCK and progress == [], err
+    assert "another run took" in err and "not published" in err, err
+    assert committed_batches(spark, job, "gone") == [1]
+    assert spark.table(job.target("gone")).count() == 2000
+    assert sql(job, "SELECT batch_id, status FROM coldtier.batches WHERE pipeline = %s ORDER BY 1",
+               (job.pipeline,)) == [(1, "committed"), (2, "planned")]
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert [(p["batch_id"], p.get("recovered")) for p in progress] == [(2, "replayed")]
+    assert committed_batches(spark, job, "gone") == [1, 2]
+    assert_source_equals_sink(job, spark, trades.table, job.target("gone"))

@@ -78,18 +78,21 @@ def test_driver_killed_at_each_phase(job, spark, capsys, phase):
     expected_ledger = {"after-ledger-commit": [(1, "committed"), (2, "committed")]}.get(
         phase, [(1, "committed"), (2, "planned")])
     assert ledger_rows(job) == expected_ledger
-    # an Iceberg batch killed while its Spark job runs has staged on a branch of its own
-    in_flight = job.sink == "iceberg" and phase.startswith("during-")
-    assert len(stage_branches(spark, job, "k")) == (1 if in_flight else 0)
+    # an Iceberg batch stages on a branch, which stays at main's head once published (the next
+    # batch's stage); batch 1, on an empty table, had no head to fast-forward from: its staged
+    # files were appended to main as a new snapshot and its branch dropped
+    iceberg = job.sink == "iceberg"
+    assert len(stage_branches(spark, job, "k")) == (1 if iceberg and phase != "after-plan" else 0)
     others = []
-    if in_flight:  # another pipeline writing the same table: its stage is not this run's to drop
+    if iceberg:  # another pipeline writing the same table: its stage is not this run's to drop
         others = [stage_prefix("another-pipeline", "k") + "0123456789ab"]
         spark.sql(f"ALTER TABLE {job.target('k')} CREATE BRANCH `{others[0]}`")
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == 0, err
-    # ... which the relaunch drops (a branch left behind keeps its files from ever expiring)
+    # ... which the relaunch drops (a branch left behind keeps its files from ever expiring),
+    # quietly: no write had committed onto it, so it held no batch
     assert stage_branches(spark, job, "k") == others
-    assert ("dropped 1 stage branch(es)" in err) == in_flight, err
+    assert "stage branch" not in err, err
     # batch 2 (replayed, or only its ledger completed) and batch 3; just batch 3 if 2 was whole
     assert sum(p["rows"] for p in progress) == (20_000 if phase == "after-ledger-commit" else 40_000)
     assert ledger_rows(job) == [(1, "committed"), (2, "committed"), (3, "committed")]

@@ -366,3 +366,70 @@ def test_delta_ignores_a_replayed_batch_by_its_txn_version(job, spark, capsys):
     assert again.batch_id == 1 and committed_batches(spark, job, "idem") == [1]
     assert spark.table(job.target("idem")).count() == 5000
     assert_source_equals_sink(job, spark, trades.table, job.target("idem"))
+
+
+def test_an_iceberg_batch_is_two_commits_and_a_run_leaves_no_stage(job, spark, capsys):
+    """A batch stages and publishes in two commits: the stage branch a published batch leaves at
+    main's head is the next batch's stage. A commit by another writer between batches moves main
+    past it: the next batch stages on a new branch on top of that commit and is published as it
+    was staged. The end of the run drops the stage; a stage holding a batch that was never
+    published, found by the next run's recovery, is dropped and reported."""
+    from coldtier.faults import FaultHook
+    from coldtier.ledger import Ledger
+    from coldtier.loop import TableRunner
+    from coldtier.sinks.iceberg import stage_prefix
+
+    trades = job.trades()
+    trades.bulk(8000)
+    cfg = job.write_config([job.table_entry("two", trades.table, batch={"max_rows": 2000})])
+    conf = config_mod.load(cfg)
+    target = job.target("two")
+    ledger = Ledger(conf.ledger.dsn)
+    ledger.ensure_schema()
+
+    def runner() -> TableRunner:
+        return TableRunner(conf, conf.tables[0], spark, ledger, FaultHook({}), lambda _: None)
+
+    def commits() -> int:  # each commit of the table writes one metadata file
+        return spark.sql(f"SELECT count(*) FROM {target}.metadata_log_entries").collect()[0][0]
+
+    def stages() -> dict[str, int]:
+        return {r.name: r.snapshot_id for r in spark.sql(f"SELECT name, snapshot_id FROM {target}.refs").collect()
+                if r.name.startswith("coldtier_stage_")}
+
+    def head() -> int:
+        return spark.sql(f"SELECT snapshot_id FROM {target}.refs WHERE name = 'main'").collect()[0][0]
+
+    first = runner()
+    first.recover()
+    assert first.step().batch_id == 1  # creates the table (a first snapshot is appended, not staged)
+    assert first.step().batch_id == 2
+    kept = stages()
+    assert list(kept.values()) == [head()]
+    before = commits()
+    assert first.step().batch_id == 3
+    assert commits() - before == 2  # stage, publish
+    assert stages().keys() == kept.keys() and list(stages().values()) == [head()]
+    # another writer commits between batches: main moves past the kept stage
+    spark.sql(f"INSERT INTO {target} SELECT * FROM {target} LIMIT 1")
+    foreign, before = head(), commits()
+    assert first.step().batch_id == 4
+    assert commits() - before == 3  # a new stage (the old one dropped in the same commit), stage, publish
+    snaps = spark.sql(f"SELECT snapshot_id, parent_id, summary['coldtier.batch-id'] AS b FROM {target}.snapshots "
+                      f"WHERE summary['coldtier.batch-id'] = '4'").collect()
+    assert len(snaps) == 1 and snaps[0].parent_id == foreign and snaps[0].snapshot_id == head()
+    renewed = stages()
+    assert len(renewed) == 1 and renewed.keys() != kept.keys() and list(renewed.values()) == [head()]
+    first.close()
+    assert stages() == {}
+    # a run that died between staging and publishing left a staged batch on a stage branch
+    left = stage_prefix(job.pipeline, "two") + "0123456789ab"
+    spark.sql(f"ALTER TABLE {target} CREATE BRANCH `{left}`")
+    spark.sql(f"INSERT INTO {target}.branch_{left} SELECT * FROM {target} LIMIT 5")
+    rows = spark.table(target).count()
+    capsys.readouterr()
+    runner().recover()
+    err = capsys.readouterr().err
+    assert f"dropped 1 stage branch(es) of {target} holding a batch" in err and left in err, err
+    assert stages() == {} and spark.table(target).count() == rows
+    ledger.close()

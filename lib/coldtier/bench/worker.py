@@ -245,6 +245,7 @@ def run_incremental(spark: Any, task: dict[str, Any]) -> dict[str, Any]:
         if result is None or result.rows != task["rows"]:
             raise RuntimeError(f"incremental batch moved {result.rows if result else 0} rows, "
                                f"expected {task['rows']}")
+    runner.close()
     ledger.close()
     batches = progress[-task["batches"]:]
     totals = [p["total_s"] for p in batches]

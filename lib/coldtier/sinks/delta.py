@@ -62,6 +62,9 @@ class DeltaSink(BatchIdentity):
         never staged on the table."""
         return []
 
+    def close(self) -> None:
+        """Nothing kept between batches."""
+
     def create(self, schema: Any) -> None:
         from delta.tables import DeltaTable
 

@@ -5,15 +5,19 @@ summaries: every commit carries ``coldtier.pipeline``, ``coldtier.table``,
 ``coldtier.batch-id`` and ``coldtier.end-cursor``, and ``find_batch`` walks the table's
 ancestry for them.
 
-Write-audit-publish: a batch is first written to a branch of its own (``coldtier_stage_…``,
-created at main's head for that write alone), so it is not on the table's main history. Its
-row count is audited against the plan and the writer's ownership is checked; only then is it
-published: main is
-fast-forwarded to it in one compare-and-swap of the metadata, or, if another writer committed
-meanwhile, its data files are appended on top with the batch's identity. A short read or a
-writer that lost its lock leaves main untouched. A batch id appears at most once in the
+Write-audit-publish: a batch is first written to a stage branch (``coldtier_stage_…``, at
+main's head, this run's alone), so it is not on the table's main history. Its row count is
+audited against the plan and the writer's ownership is checked; only then is it published:
+main is fast-forwarded to it in one compare-and-swap of the metadata, or, if another writer
+committed meanwhile, its data files are appended on top with the batch's identity. A short read
+or a writer that lost its lock leaves main untouched. A batch id appears at most once in the
 ancestry; if it ever does not (a publish raced a takeover), coldtier refuses to go on (exit 5)
 naming both snapshots.
+
+After a fast-forward the stage branch and main point at the same snapshot: the branch is the
+next batch's stage as it is, so a batch costs two commits (stage, publish), not three (create a
+branch, stage, publish). ``close`` drops it at the end of a run; a run that died leaves it to
+the next run's recovery (``drop_stale_stages``), which drops every stage of its pipeline/table.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coldtier.config import TargetConfig
-from coldtier.errors import LedgerInconsistent
+from coldtier.errors import LedgerInconsistent, StageLost
 from coldtier.jvm import jclass
 from coldtier.records import Batch
 from coldtier.sinks.base import (
@@ -67,6 +71,7 @@ class IcebergSink(BatchIdentity):
     spark: Any
     target: TargetConfig
     _seen: bool = field(default=False, repr=False)
+    _stage: str | None = field(default=None, repr=False)  # a stage branch at main's head, kept
 
     @property
     def ident(self) -> str:
@@ -189,31 +194,36 @@ class IcebergSink(BatchIdentity):
                 f"second one (CALL system.rollback_to_snapshot), then run recover-ledger.")
 
     def append(self, df: Any, batch: Batch, audit: Callable[[int], None] | None = None) -> SnapshotInfo:
-        """Stage the batch on a branch of its own (a snapshot off main carrying the batch's
-        identity), let ``audit`` see its row count (it raises to stop the batch), then publish it
-        on main. The branch is an option of this write alone: nothing else in the Spark session
-        (another table's batch, another writer) is staged with it. One table handle serves the
-        whole batch, refreshed where another commit may have happened (a small batch is mostly
-        fixed costs: each load is a catalog lookup and a metadata read)."""
-        branch = stage_prefix(batch.pipeline, batch.table) + uuid.uuid4().hex[:12]
+        """Stage the batch on a stage branch (a snapshot off main carrying the batch's identity),
+        let ``audit`` see its row count (it raises to stop the batch), then publish it on main.
+        The branch is an option of this write alone: nothing else in the Spark session (another
+        table's batch, another writer) is staged with it. One table handle serves the whole
+        batch, refreshed where another commit may have happened (a small batch is mostly fixed
+        costs: each load is a catalog lookup and a metadata read)."""
         t = self._jtable()
-        t.manageSnapshots().createBranch(branch).commit()  # at main's head
+        branch = self._take_stage(t, stage_prefix(batch.pipeline, batch.table))
         try:
-            writer = df.writeTo(f"{self.ident}.branch_{branch}")
-            for k, v in batch_properties(batch).items():
-                writer = writer.option(f"snapshot-property.{k}", v)
-            writer.append()  # on the branch: main is untouched
+            try:
+                self._write_stage(df, batch, branch)
+            except Exception as exc:
+                if self._has_branch(branch) is False:
+                    raise self._lost(batch, branch) from exc
+                raise
             t.refresh()
             staged = t.snapshot(branch)
+            if staged is None:
+                raise self._lost(batch, branch)
             added = int(staged.summary().get("added-records") or 0)
             if audit is not None:
                 audit(added)
-            published = int(staged.snapshotId()) if self._fast_forward(t, staged, branch) else None
+            published = int(staged.snapshotId()) if self._fast_forward(t, staged) else None
             if published is None:
                 self._append_files(staged, branch)
+            else:
+                self._stage = branch  # at main's head now: the next batch's stage as it is
         except BaseException:
             with contextlib.suppress(Exception):  # an unpublished stage is only clutter
-                self._drop_branch(branch)
+                self._remove_branches(self._jtable(), [branch])
             raise
         t.refresh()
         if published is None:  # appended after another writer's commit: find it by its identity
@@ -226,39 +236,91 @@ class IcebergSink(BatchIdentity):
         self.check_unique(batch.pipeline, batch.table, batch.batch_id, t)
         return info
 
+    def _write_stage(self, df: Any, batch: Batch, branch: str) -> None:
+        """The batch's rows as one snapshot on the stage branch, carrying its identity: one Spark
+        job reads them from the source and writes them; main is untouched."""
+        writer = df.writeTo(f"{self.ident}.branch_{branch}")
+        for k, v in batch_properties(batch).items():
+            writer = writer.option(f"snapshot-property.{k}", v)
+        writer.append()
+
+    def _take_stage(self, t: Any, prefix: str) -> str:
+        """The branch this batch stages on: the one the last batch published, if it still is at
+        main's head (no commit); otherwise a new one at main's head, in one commit that also drops
+        a kept one main has moved past (another writer's or a maintenance commit since)."""
+        kept, self._stage = self._stage, None
+        ref = t.refs().get(kept) if kept is not None else None
+        head = t.currentSnapshot()
+        if ref is not None and head is not None and ref.snapshotId() == head.snapshotId():
+            return str(kept)
+        name = prefix + uuid.uuid4().hex[:12]
+        update = t.manageSnapshots()
+        if ref is not None:
+            update = update.removeBranch(kept)
+        update.createBranch(name).commit()  # at main's head
+        return name
+
+    def _has_branch(self, branch: str) -> bool | None:
+        """Whether the table has the branch now; None when that cannot be told."""
+        try:
+            return bool(self._jtable().refs().containsKey(branch))
+        except Exception:
+            return None
+
+    def _lost(self, batch: Batch, branch: str) -> StageLost:
+        return StageLost(
+            f"{batch.pipeline}/{batch.table} batch {batch.batch_id}: its stage branch {branch} of "
+            f"{self.ident} was removed before the batch was published (a run recovering the table "
+            f"drops the stage branches it finds: another run took the table over?). Nothing of the "
+            f"batch was published; it stays planned and the next run replays it.")
+
+    def close(self) -> None:
+        """The end of a run: drop the stage branch kept for a next batch. If this fails (or the
+        run dies first), the next run's recovery drops it."""
+        kept, self._stage = self._stage, None
+        if kept is not None:
+            self._remove_branches(self._jtable(), [kept])
+
     def drop_stale_stages(self, pipeline: str, table: str) -> list[str]:
-        """Drop the stage branches that interrupted batches of this pipeline/table left (a crash
-        between staging and publishing); their names. Called when a run recovers the table, with
-        its lock held, so none is in use. A branch left behind would keep its snapshot, and the
-        data files of a batch that was never published, from ever being expired."""
+        """Drop every stage branch of this pipeline/table (what a run that died left: called when
+        a run recovers the table, with its lock held, so none is in use); a branch left behind
+        would keep its snapshot, and the data files of a batch never published, from expiring.
+        Returns the names of those that held such a snapshot (a crash between staging and
+        publishing), not those still at main's head (an empty stage, a kept one)."""
+        self._stage = None
         if not self.exists():
             return []
         t = self._jtable()
         prefix = stage_prefix(pipeline, table)
-        names = sorted(str(n) for n in t.refs().keySet() if str(n).startswith(prefix))
-        if names:
+        refs = t.refs()
+        names = sorted(str(n) for n in refs.keySet() if str(n).startswith(prefix))
+        head = t.currentSnapshot()
+        head_id = head.snapshotId() if head is not None else None
+        staged = [n for n in names if refs.get(n).snapshotId() != head_id]
+        self._remove_branches(t, names)
+        return staged
+
+    @staticmethod
+    def _remove_branches(t: Any, names: list[str]) -> None:
+        """Remove those of these branches the table still has, in one commit."""
+        present = [n for n in names if t.refs().containsKey(n)]
+        if present:
             update = t.manageSnapshots()
-            for name in names:
+            for name in present:
                 update = update.removeBranch(name)
-            update.commit()  # one commit for all of them
-        return names
+            update.commit()
 
-    def _drop_branch(self, branch: str) -> None:
-        t = self._jtable()
-        if t.refs().containsKey(branch):
-            t.manageSnapshots().removeBranch(branch).commit()
-
-    def _fast_forward(self, t: Any, staged: Any, branch: str) -> bool:
-        """Publish the staged snapshot itself, if main is still its parent, and drop the branch:
-        one compare-and-swap of the table's metadata (it fails if anything committed meanwhile).
-        ``t``: the table handle, refreshed since the stage was written."""
+    def _fast_forward(self, t: Any, staged: Any) -> bool:
+        """Publish the staged snapshot itself, if main is still its parent: one compare-and-swap
+        of the table's metadata (it fails if anything committed meanwhile). ``t``: the table
+        handle, refreshed since the stage was written."""
         ops = t.operations()
         base = ops.current()
         current = base.currentSnapshot()
         if (current.snapshotId() if current is not None else None) != staged.parentId():
             return False
         updated = (jclass(self.spark, "org.apache.iceberg.TableMetadata").buildFrom(base)
-                   .setBranchSnapshot(staged.snapshotId(), "main").removeRef(branch).build())
+                   .setBranchSnapshot(staged.snapshotId(), "main").build())
         try:
             ops.commit(base, updated)
         except Exception as exc:  # CommitFailedException: main moved; publish as a new append
@@ -279,10 +341,11 @@ class IcebergSink(BatchIdentity):
         for k in (P_PIPELINE, P_TABLE, P_BATCH, P_END):
             publish = publish.set(k, summary.get(k))
         publish.commit()
-        self._drop_branch(branch)
+        t.refresh()
+        self._remove_branches(t, [branch])
         # the staged snapshot, and the empty one a branch of an empty table starts from, are on no
         # branch now: drop them from the metadata (their data files are the published snapshot's)
-        t = self._jtable()
+        t.refresh()
         ids = [staged.snapshotId()]
         parent = staged.parentId()
         if parent is not None and not jclass(self.spark, "org.apache.iceberg.util.SnapshotUtil").isAncestorOf(

@@ -303,7 +303,8 @@ class IcebergSink(BatchIdentity):
     @staticmethod
     def _remove_branches(t: Any, names: list[str]) -> None:
         """Remove those of these branches the table still has, in one commit."""
-        present = [n for n in names if t.refs().containsKey(n)]
+        refs = t.refs()
+        present = [n for n in names if refs.containsKey(n)]
         if present:
             update = t.manageSnapshots()
             for name in present:

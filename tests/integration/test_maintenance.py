@@ -1,5 +1,6 @@
-"""Table maintenance, for both sinks: 200 tiny batches and the leftovers of a killed write,
-then `maintain`: far fewer files, the same content, orphans gone, recovery still works."""
+"""Table maintenance, for both sinks: 200 tiny files (ten batches of twenty one-row partitions)
+and the leftovers of a killed write, then `maintain`: far fewer files, the same content, the old
+snapshots expired, orphans gone, recovery still works."""
 
 from __future__ import annotations
 
@@ -59,17 +60,19 @@ def kill_mid_write(job, cfg, name) -> None:
 def test_maintenance_compacts_expires_and_cleans_up(job, spark, capsys):
     trades = job.trades()
     trades.bulk(200)
-    cfg = job.write_config([job.table_entry("mt", trades.table, batch={"max_rows": 1, "num_partitions": 1})],
+    # 200 one-row files in 10 commits: each batch reads 20 one-row partitions, a file each (the
+    # files are what compaction is about; 200 one-row commits cost minutes, 10 cost seconds)
+    cfg = job.write_config([job.table_entry("mt", trades.table, batch={"max_rows": 20, "num_partitions": 20})],
                            maintenance={"target_file_size_mb": 64, "snapshot_retention_h": 0, "retain_last": 1,
                                         "orphan_age_h": 0,
                                         "unsafe_short_retention": True})
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
-    assert code == 0 and len(progress) == 200, err
+    assert code == 0 and [p["rows"] for p in progress] == [20] * 10, err
     target = job.target("mt")
     content = spark_fingerprint(spark.table(target))
     live_before = referenced(spark, job, "mt")
     assert len(live_before) >= 200
-    trades.bulk(400_000, end_ms_ago=1000)  # batch 201: big enough to be caught mid-write
+    trades.bulk(400_000, end_ms_ago=1000)  # batch 11: big enough to be caught mid-write
     doc = yaml.safe_load(cfg.read_text())
     doc["tables"][0]["batch"] = {"max_rows": 400_000, "num_partitions": 1}
     cfg.write_text(yaml.safe_dump(doc))
@@ -89,15 +92,15 @@ def test_maintenance_compacts_expires_and_cleans_up(job, spark, capsys):
         assert [r[0]["files_after"] for r in cur.fetchall()] == [result["files_after"]]
         # recovery after expiry: the killed batch is replayed, then the ledger is lost and rebuilt
         code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
-        assert code == 0 and progress[0]["batch_id"] == 201 and progress[0]["recovered"] == "replayed", err
+        assert code == 0 and progress[0]["batch_id"] == 11 and progress[0]["recovered"] == "replayed", err
         cur.execute("DELETE FROM coldtier.batches WHERE pipeline = %s", (job.pipeline,))
         cur.execute("DELETE FROM coldtier.watermarks WHERE pipeline = %s", (job.pipeline,))
     assert cli.main(["recover-ledger", "--config", str(cfg)]) == 0
     rebuilt = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert rebuilt["watermark_batch"] == 201
+    assert rebuilt["watermark_batch"] == 11
     trades.bulk(100, end_ms_ago=500)
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
-    assert code == 0 and [p["batch_id"] for p in progress] == [202], err
+    assert code == 0 and [p["batch_id"] for p in progress] == [12], err
     assert_source_equals_sink(job, spark, trades.table, target)
 
 

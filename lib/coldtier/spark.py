@@ -126,7 +126,7 @@ def shield_jvm_from_stop_signals(spark) -> None:  # noqa: ANN001
 def session_for(cfg: AppConfig) -> Any:
     """The SparkSession of a config: its catalogs and Spark settings; under spark-submit the
     master and jars come from the command line, in a plain ``python -m coldtier`` from here."""
-    from coldtier import deps
+    from coldtier import cds, deps
 
     conf: dict[str, str] = {}
     for name, props in cfg.catalogs.items():
@@ -143,10 +143,13 @@ def session_for(cfg: AppConfig) -> Any:
             conf["spark.jars"] = ",".join([*(str(j) for j in jars), *filter(None, [conf.get("spark.jars")])])
         else:
             conf.setdefault("spark.jars.packages", pinned.packages_arg)
-        if not os.environ.get("COLDTIER_VERBOSE") and "spark.driver.extraJavaOptions" not in conf:
-            (root / "build").mkdir(exist_ok=True)  # Spark at WARN, less its startup chatter
-            log4j = write_log4j(root / "build")
-            conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log4j}"
+        if "spark.driver.extraJavaOptions" not in conf:
+            opts = [cds.java_options(root)]  # the class-data archive bootstrap trained, if any
+            if not os.environ.get("COLDTIER_VERBOSE"):
+                (root / "build").mkdir(exist_ok=True)  # Spark at WARN, less its startup chatter
+                opts.append(f"-Dlog4j2.configurationFile=file:{write_log4j(root / 'build')}")
+            if " ".join(filter(None, opts)):
+                conf["spark.driver.extraJavaOptions"] = " ".join(filter(None, opts))
         master = cfg.spark.master or "local[*]"
     spark = build_session(f"coldtier-{cfg.pipeline}", conf, master=master)
     spark.sparkContext.setLogLevel(os.environ.get("COLDTIER_SPARK_LOG_LEVEL", "WARN"))

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from coldtier import cds, deps
 from coldtier import config as config_mod
-from coldtier import deps
 from coldtier.config import ConfigError, mask
 from coldtier.handoff import DRIVER_PIDFILE_VAR, DRIVER_STDERR_VAR
 from coldtier.spark import QUIET_LOGGERS, write_log4j  # noqa: F401  (QUIET_LOGGERS: submit.QUIET_LOGGERS)
@@ -317,11 +317,13 @@ def main(argv: list[str] | None = None) -> int:
                     print(mask(written.read_text(), secrets), end="")
             return 0
         env["PYTHONPATH"] = str(root / "lib") + os.pathsep + env.get("PYTHONPATH", "")
+        opts = [env.get("SPARK_SUBMIT_OPTS", ""), cds.java_options(root)]  # the class-data archive
         if verbose:
             env.setdefault("COLDTIER_SPARK_LOG_LEVEL", "INFO")
         else:
-            log4j = f"-Dlog4j2.configurationFile=file:{write_log4j(Path(tmp))}"
-            env["SPARK_SUBMIT_OPTS"] = f"{env.get('SPARK_SUBMIT_OPTS', '')} {log4j}".strip()
+            opts.append(f"-Dlog4j2.configurationFile=file:{write_log4j(Path(tmp))}")
+        if " ".join(filter(None, opts)):
+            env["SPARK_SUBMIT_OPTS"] = " ".join(filter(None, opts))
         return supervise(cmd, env, verbose=verbose)
 
 

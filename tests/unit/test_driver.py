@@ -148,7 +148,11 @@ def test_a_table_still_failing_when_the_loop_stops_fails_the_run():
             raise ClickHouseUnreachable("clickhouse down")
 
     down = Down("down", 3, Gauge())
-    out = _loop_until([down], lambda: len(down.steps) >= 3)
+    retries: list[float | None] = []
+    # stop once the loop has scheduled three retries (not at the third step: a stop racing the
+    # third failure would make it the last, not a retried one)
+    out = _loop_until([down], lambda: len(retries) >= 3,
+                      on_failure=lambda f, others, retry: retries.append(retry) if retry is not None else None)
     assert [f.table for f in out.failures] == ["down"] and out.retried >= 3
 
 

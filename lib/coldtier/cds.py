@@ -8,7 +8,8 @@ is ~5 s and ~2.5 s (docs/tuning.md, "Driver start"): a relaunch under a supervis
 crash test, pays that each time.
 
 ``python -m coldtier.cds`` (run by ``make bootstrap``) writes ``build/jvm/driver-<key>.jsa``:
-a short training run (a session, an Iceberg and a Delta table written and read back) with
+a short training run (``coldtier.cds_workload``: a session, an Iceberg and a Delta table written
+and read back) with
 ``-XX:ArchiveClassesAtExit``. The key covers the JDK, pyspark and the pinned packages, so an
 upgrade of any of them leaves the old archive unused (the JVM checks the class path too) until
 bootstrap trains a new one. A missing archive changes nothing but the start time. The JVM's
@@ -63,45 +64,6 @@ def java_options(root: Path) -> str:
     return f"-XX:SharedArchiveFile={path} {QUIET}" if path is not None and path.is_file() else ""
 
 
-def _workload(work: Path) -> None:
-    """What a launch does before and during its first batch, on local tables: the classes to
-    archive are the ones these load."""
-    from coldtier.spark import build_session, delta_conf, iceberg_catalog_conf
-
-    root = deps.repo_root()
-    jars = deps.cached_jars(root, list(deps.load().packages), resolve_missing=False)
-    if not jars:
-        raise SystemExit("coldtier.cds: the pinned jars are not resolved; run make bootstrap")
-    conf = {"spark.jars": ",".join(map(str, jars)), "spark.ui.enabled": "false",
-            **iceberg_catalog_conf("cds", {"type": "hadoop", "warehouse": str(work / "iceberg")})}
-    conf.update(delta_conf(conf))
-    spark = build_session("coldtier-cds", conf, master="local[2]")
-    try:
-        rows = spark.range(2000).selectExpr(
-            "id", "cast(id AS string) AS s", "cast(id / 7 AS decimal(18, 8)) AS d",
-            "timestamp_millis(1700000000000 + id) AS ts", "cast(id % 5 AS int) AS p")
-        spark.sql("CREATE TABLE cds.db.t (id bigint, s string, d decimal(18, 8), ts timestamp, p int) "
-                  "USING iceberg")
-        rows.writeTo("cds.db.t").append()
-        spark.sql("ALTER TABLE cds.db.t CREATE BRANCH b")
-        rows.writeTo("cds.db.t.branch_b").append()
-        spark.sql("CALL cds.system.fast_forward('db.t', 'main', 'b')").collect()
-        spark.sql("SELECT count(*), max(ts) FROM cds.db.t").collect()
-        spark.sql("SELECT snapshot_id, summary FROM cds.db.t.snapshots").collect()
-        delta = str(work / "delta")
-        rows.write.format("delta").option("userMetadata", "{}").save(delta)
-        (rows.write.format("delta").mode("append").option("txnAppId", "cds").option("txnVersion", "1")
-         .save(delta))
-        from delta.tables import DeltaTable
-
-        DeltaTable.forPath(spark, delta).history(32).collect()
-        spark.read.format("delta").load(delta).groupBy("p").count().collect()
-        for driver in ("com.clickhouse.jdbc.ClickHouseDriver", "org.postgresql.Driver"):
-            spark.sparkContext._jvm.org.apache.spark.util.Utils.classForName(driver, True, False)
-    finally:
-        spark.stop()
-
-
 def train(root: Path) -> Path | None:
     """Writes the archive for this machine (a training run of ~1 min); None without java."""
     path = archive_path(root)
@@ -115,7 +77,7 @@ def train(root: Path) -> Path | None:
                # the training JVM alone dumps; options of the caller's (the tests' C1) stay
                "SPARK_SUBMIT_OPTS": f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} "
                                     f"-XX:ArchiveClassesAtExit={tmp} {QUIET}".strip()}
-        proc = subprocess.run([sys.executable, "-m", "coldtier.cds", "--workload", work], env=env,
+        proc = subprocess.run([sys.executable, "-m", "coldtier.cds_workload", work], env=env,
                               capture_output=True, text=True)
         if proc.returncode != 0 or not tmp.is_file():
             tmp.unlink(missing_ok=True)
@@ -130,13 +92,9 @@ def train(root: Path) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m coldtier.cds",
                                  description="Train the driver JVM's class-data archive (build/jvm/).")
-    ap.add_argument("--workload", metavar="DIR", help=argparse.SUPPRESS)  # the training run itself
     ap.add_argument("--if-missing", action="store_true", help="do nothing when this machine's archive exists")
     ap.add_argument("--check", action="store_true", help="with --if-missing: exit 1 instead of training")
     args = ap.parse_args(argv)
-    if args.workload:
-        _workload(Path(args.workload))
-        return 0
     root = deps.repo_root()
     path = archive_path(root)
     if args.if_missing and (path is None or path.is_file()):

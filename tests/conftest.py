@@ -21,13 +21,9 @@ from coldtier import cds, deps
 from coldtier.spark import build_session, iceberg_catalog_conf
 from helpers import CH_PASSWORD, PG_PASSWORD, ROOT, ChembedProcess, free_port, wait_until
 
-# The suite's JVMs (the shared session and every `python -m coldtier` a test launches) live
-# seconds to a few minutes on small data, and much of that goes into the C2 compiler: C1 alone
-# runs them ~20% faster (a Delta kill test 84 -> 62 s). Production, the demo and the bench keep
-# the JVM's tiered default (C2 doubles the backfill, docs/tuning.md). Spark's launcher puts
-# SPARK_SUBMIT_OPTS on the driver's command line; a value set by the caller wins.
-# The class-data archive bootstrap trained (coldtier.cds) is mapped by the shared session too.
-os.environ.setdefault("SPARK_SUBMIT_OPTS", f"-XX:TieredStopAtLevel=1 {cds.java_options(ROOT)}".strip())
+# The class-data archive bootstrap trained (coldtier.cds) is mapped by the shared session too
+# (the drivers that coldtier itself launches add it on their own; jobkit.c1_only adds C1 for them).
+os.environ.setdefault("SPARK_SUBMIT_OPTS", cds.java_options(ROOT))
 
 
 @dataclass(frozen=True)

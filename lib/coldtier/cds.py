@@ -9,11 +9,11 @@ crash test, pays that each time.
 
 ``python -m coldtier.cds`` (run by ``make bootstrap``) writes ``build/jvm/driver-<key>.jsa``:
 a short training run (``coldtier.cds_workload``: a session, an Iceberg and a Delta table written
-and read back) with
-``-XX:ArchiveClassesAtExit``. The key covers the JDK, pyspark and the pinned packages, so an
-upgrade of any of them leaves the old archive unused (the JVM checks the class path too) until
-bootstrap trains a new one. A missing archive changes nothing but the start time. The JVM's
-own CDS messages are turned off: its warnings go to stdout, where the progress lines are.
+and read back) with ``-XX:ArchiveClassesAtExit``. The key covers the JDK, pyspark and the
+pinned packages, so an upgrade of any of them leaves the old archive unused (the JVM checks
+the class path too) until bootstrap trains a new one. A missing archive changes nothing but
+the start time. The JVM's own CDS messages are turned off: its warnings go to stdout, where the
+progress lines are.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def train(root: Path) -> Path | None:
     with tempfile.TemporaryDirectory(prefix="coldtier-cds-") as work:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root / "lib"),
                                                                         os.environ.get("PYTHONPATH")])),
-               # the training JVM alone dumps; options of the caller's (the tests' C1) stay
+               # only the training JVM dumps; options the caller set stay
                "SPARK_SUBMIT_OPTS": f"{os.environ.get('SPARK_SUBMIT_OPTS', '')} "
                                     f"-XX:ArchiveClassesAtExit={tmp} {QUIET}".strip()}
         proc = subprocess.run([sys.executable, "-m", "coldtier.cds_workload", work], env=env,

@@ -148,8 +148,8 @@ def session_for(cfg: AppConfig) -> Any:
             if not os.environ.get("COLDTIER_VERBOSE"):
                 (root / "build").mkdir(exist_ok=True)  # Spark at WARN, less its startup chatter
                 opts.append(f"-Dlog4j2.configurationFile=file:{write_log4j(root / 'build')}")
-            if " ".join(filter(None, opts)):
-                conf["spark.driver.extraJavaOptions"] = " ".join(filter(None, opts))
+            if joined := " ".join(filter(None, opts)):
+                conf["spark.driver.extraJavaOptions"] = joined
         master = cfg.spark.master or "local[*]"
     spark = build_session(f"coldtier-{cfg.pipeline}", conf, master=master)
     spark.sparkContext.setLogLevel(os.environ.get("COLDTIER_SPARK_LOG_LEVEL", "WARN"))

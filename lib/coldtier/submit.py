@@ -322,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             env.setdefault("COLDTIER_SPARK_LOG_LEVEL", "INFO")
         else:
             opts.append(f"-Dlog4j2.configurationFile=file:{write_log4j(Path(tmp))}")
-        if " ".join(filter(None, opts)):
-            env["SPARK_SUBMIT_OPTS"] = " ".join(filter(None, opts))
+        if joined := " ".join(filter(None, opts)):
+            env["SPARK_SUBMIT_OPTS"] = joined
         return supervise(cmd, env, verbose=verbose)
 
 

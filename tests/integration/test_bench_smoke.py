@@ -14,7 +14,7 @@ from coldtier import config as config_mod
 from coldtier.bench.report import CSV_COLUMNS
 from helpers import ROOT
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.slow]  # a benchmarks' smoke (pyproject's marker): ~2 min
 
 MATRIX = """
 dataset: {rows: 20000, scaling_rows: 5000}

@@ -83,6 +83,7 @@ def test_max_rows_one_moves_a_tie_run_row_by_row(job, spark, capsys):
     assert_source_equals_sink(job, spark, trades.table, job.target("one"))
 
 
+@pytest.mark.slow  # 10,000 sequential plan queries (~15 ms each on the embedded server): ~3 min
 def test_planner_walks_ten_thousand_ties_with_max_rows_one(job):
     """The planner alone (no Spark): 10,000 batches of one row over one timestamp; every
     range selects exactly one row, and together they select every row once."""

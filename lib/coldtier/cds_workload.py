@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from coldtier import deps
-from coldtier.spark import build_session, delta_conf, iceberg_catalog_conf
+from coldtier.spark import build_session, iceberg_catalog_conf
 
 
 def workload(work: Path) -> None:
@@ -21,7 +21,6 @@ def workload(work: Path) -> None:
         raise SystemExit("coldtier.cds: the pinned jars are not resolved; run make bootstrap")
     conf = {"spark.jars": ",".join(map(str, jars)), "spark.ui.enabled": "false",
             **iceberg_catalog_conf("cds", {"type": "hadoop", "warehouse": str(work / "iceberg")})}
-    conf.update(delta_conf(conf))
     spark = build_session("coldtier-cds", conf, master="local[2]")
     try:
         rows = spark.range(2000).selectExpr(

@@ -369,6 +369,30 @@ def test_delta_ignores_a_replayed_batch_by_its_txn_version(job, spark, capsys):
     assert_source_equals_sink(job, spark, trades.table, job.target("idem"))
 
 
+def test_a_delta_commit_keeps_no_file_list_in_its_checksum(job, spark, capsys):
+    """Delta 4.0 keeps a small table's file list in each commit's checksum (``.crc``) and, when the
+    JVM's or the session's zone is not UTC (this suite's), verifies it by rebuilding the table's
+    state once more on every commit. coldtier turns the list off (spark.delta_conf), in the jobs'
+    sessions and in this suite's shared one; the checksums are still written."""
+    assert spark.conf.get("spark.databricks.delta.allFilesInCrc.enabled") == "false"
+    assert spark.conf.get("spark.databricks.delta.snapshotPartitions") == "2"  # the shuffle width
+    job.sink = "delta"
+    trades = job.trades()
+    trades.bulk(3000)
+    cfg = job.write_config([job.table_entry("crc", trades.table, batch={"max_rows": 1000})])
+    code, _, err = run_inprocess(capsys, cfg)
+    assert code == 0, err
+    log = job.delta_path("crc") / "_delta_log"
+    # Delta's checksums (not Hadoop's hidden .*.crc) of the three batches' commits; version 0,
+    # the empty table's creation, has its (empty) list from the state it starts from
+    checksums = sorted(p for p in log.glob("[0-9]*.crc") if int(p.stem) > 0)
+    assert len(checksums) == 3
+    for path in checksums:
+        doc = json.loads(path.read_text())
+        assert "allFiles" not in doc and doc["numFiles"] > 0, (path.name, sorted(doc))
+    assert spark.table(job.target("crc")).count() == 3000
+
+
 def test_an_iceberg_batch_is_two_commits_and_a_run_leaves_no_stage(job, spark, capsys):
     """A batch stages and publishes in two commits: the stage branch a published batch leaves at
     main's head is the next batch's stage. A commit by another writer between batches moves main

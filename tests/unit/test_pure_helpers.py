@@ -127,7 +127,37 @@ def test_stage_branches_are_named_for_their_pipeline_and_table():
 def test_delta_rebuilds_its_state_as_wide_as_the_session_shuffles():
     from coldtier.spark import delta_conf
 
-    key = "spark.databricks.delta.snapshotPartitions"
-    assert delta_conf({"spark.sql.shuffle.partitions": "2"}) == {key: "2"}
-    assert delta_conf({"spark.sql.shuffle.partitions": "2", key: "16"}) == {}  # the YAML's own wins
-    assert delta_conf({}) == {}  # Delta's default
+    key, crc = "spark.databricks.delta.snapshotPartitions", "spark.databricks.delta.allFilesInCrc.enabled"
+    assert delta_conf({"spark.sql.shuffle.partitions": "2"}) == {key: "2", crc: "false"}
+    assert delta_conf({"spark.sql.shuffle.partitions": "2", key: "16"}) == {crc: "false"}  # the YAML's own wins
+    assert delta_conf({}) == {crc: "false"}  # Delta's default width
+
+
+def test_every_session_gets_the_delta_settings(monkeypatch):
+    """build_session (the jobs', the tests' shared session, the archive's training run) applies
+    delta_conf, and what the caller sets wins."""
+    import pyspark.sql
+
+    from coldtier import spark as spark_mod
+
+    seen: dict[str, str] = {}
+
+    class Builder:
+        def appName(self, _name):
+            return self
+
+        def master(self, _m):
+            return self
+
+        def config(self, k, v):
+            seen[k] = v
+            return self
+
+        def getOrCreate(self):
+            return "session"
+
+    monkeypatch.setattr(pyspark.sql.SparkSession, "builder", Builder())
+    assert spark_mod.build_session("t", {"spark.sql.shuffle.partitions": "3",
+                                         "spark.databricks.delta.allFilesInCrc.enabled": "true"}) == "session"
+    assert seen["spark.databricks.delta.snapshotPartitions"] == "3"
+    assert seen["spark.databricks.delta.allFilesInCrc.enabled"] == "true"

@@ -162,6 +162,45 @@ def test_ledger_disagreeing_with_the_sink_is_refused(job, spark, capsys, three_b
     assert_source_equals_sink(job, spark, trades.table, job.target("w"))
 
 
+@pytest.mark.parametrize("job", ["delta"], indirect=True)
+def test_a_restored_delta_table_keeps_copying_after_log_cleanup(job, spark, capsys):
+    """A RESTORE, recover-ledger and the re-copy, then Delta's log cleanup deletes the commits
+    up to and past the RESTORE (they are older than delta.logRetentionDuration). The next batches
+    must still be written: not skipped by Delta as duplicates of the batch ids the app id used
+    before the RESTORE (its record of them survives the cleanup; the RESTORE commit does not)."""
+    import os
+
+    trades = job.trades()
+    trades.bulk(4000)
+    small = job.write_config([job.table_entry("w", trades.table, batch={"max_rows": 1000})])
+    code, progress, err = run_inprocess(capsys, small, "--trigger", "available-now")
+    assert code == 0 and len(progress) == 4, err  # versions 1-4: batches 1-4
+    spark.sql(f"RESTORE TABLE {job.target('w')} TO VERSION AS OF 1")  # version 5: batch 1 only
+    assert cli.main(["recover-ledger", "--config", str(small)]) == 0
+    capsys.readouterr()
+    big = job.write_config([job.table_entry("w", trades.table, batch={"max_rows": 100_000})])
+    code, progress, err = run_inprocess(capsys, big, "--trigger", "available-now")
+    assert code == 0 and [(p["batch_id"], p["rows"]) for p in progress] == [(2, 3000)], err  # version 6
+    trades.bulk(1000, end_ms_ago=1000)
+    code, progress, err = run_inprocess(capsys, big, "--trigger", "available-now")
+    assert code == 0 and [p["batch_id"] for p in progress] == [3], err  # version 7
+    # versions 0-6 are past the log retention (Delta rounds its cutoff down to a whole day)
+    log = job.delta_path("w") / "_delta_log"
+    old = time.time() - 3 * 86400
+    for f in log.iterdir():
+        if f.is_file() and not f.name.startswith(("00000000000000000007.", "_last_checkpoint")):
+            os.utime(f, (old, old))
+    spark.sql(f"ALTER TABLE {job.target('w')} SET TBLPROPERTIES ('delta.logRetentionDuration' = 'interval 1 days', "
+              f"'delta.checkpointInterval' = '1')")  # version 8, checkpointed, then the cleanup
+    history = spark.sql(f"DESCRIBE HISTORY {job.target('w')}").collect()
+    assert min(r.version for r in history) == 7 and "RESTORE" not in {r.operation for r in history}
+    trades.bulk(1000, end_ms_ago=1000)
+    code, progress, err = run_inprocess(capsys, big, "--trigger", "available-now")
+    assert code == 0, err
+    assert [(p["batch_id"], p["rows"]) for p in progress] == [(4, 1000)]
+    assert_source_equals_sink(job, spark, trades.table, job.target("w"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("job", SINKS, indirect=True)
 def test_clickhouse_dies_mid_read(job, spark, tmp_path, capsys):

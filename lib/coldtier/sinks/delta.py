@@ -30,13 +30,37 @@ from coldtier.sinks.base import (
 )
 
 RECENT = 32  # commits read first when looking for a batch
+RESTORED = "/restore-"
+
+
+def restore_app_id(base: str, txns: dict[str, int], lineage_latest: int | None) -> str:
+    """The ``txnAppId`` for this pipeline/table's next batches.
+
+    ``txns`` is the table's record of transaction versions (app id -> newest version), and
+    ``lineage_latest`` the newest batch id of this pipeline/table still in the table's lineage.
+    The newest generation in use (``base``, then ``base/restore-1``, ``-2`` …) stays while its
+    recorded version is within the lineage: a replayed batch then carries the same app id and
+    Delta skips it. When the record is ahead of the lineage, a RESTORE took batches out: the
+    next generation, so that the re-copied batches are written, not skipped as duplicates."""
+    gens: dict[int, int] = {}
+    for app, version in txns.items():
+        if app == base:
+            gens[0] = version
+        elif app.startswith(base + RESTORED) and app[len(base) + len(RESTORED):].isdigit():
+            gens[int(app[len(base) + len(RESTORED):])] = version
+    if not gens:
+        return base
+    gen = max(gens)
+    if lineage_latest is None or gens[gen] > lineage_latest:
+        gen += 1
+    return base if gen == 0 else f"{base}{RESTORED}{gen}"
 
 
 @dataclass
 class DeltaSink(BatchIdentity):
     spark: Any
     target: TargetConfig
-    _restores: int | None = field(default=None, repr=False)
+    _app_id: str | None = field(default=None, repr=False)
 
     @property
     def ident(self) -> str:
@@ -87,16 +111,31 @@ class DeltaSink(BatchIdentity):
         return [f.name for f in added]
 
     def app_id(self, pipeline: str, table: str) -> str:
-        """``coldtier/<pipeline>/<table>``, plus ``/restore-N`` after the table's N-th RESTORE.
+        """``coldtier/<pipeline>/<table>``, or ``…/restore-N`` once a RESTORE took batches out.
 
         A RESTORE takes commits out of the table but not Delta's record of the transaction
         versions they used: reusing the app id after recover-ledger would make Delta skip the
-        re-copied batches as duplicates (rows lost). A new app id per RESTORE keeps Delta's
-        replay protection within each stretch of history and never blocks a re-copy."""
-        if self._restores is None:  # once per run: a RESTORE is an operator's act between runs
-            self._restores = (self._table().history().where("operation = 'RESTORE'").count()
-                              if self.exists() else 0)
-        return f"coldtier/{pipeline}/{table}" + (f"/restore-{self._restores}" if self._restores else "")
+        re-copied batches as duplicates. The app id is chosen from that record (the table's
+        ``SetTransaction`` actions, kept in its checkpoints) and the batches still in the
+        lineage (``restore_app_id``), read once per run: never from the commit history, whose
+        old entries Delta's log cleanup deletes."""
+        if self._app_id is None:
+            base = f"coldtier/{pipeline}/{table}"
+            txns = {k: v for k, v in self._transactions().items()
+                    if k == base or k.startswith(base + RESTORED)}
+            latest = self.latest_batch(pipeline, table) if txns else None
+            self._app_id = restore_app_id(base, txns, latest[0] if latest else None)
+        return self._app_id
+
+    def _transactions(self) -> dict[str, int]:
+        """The table's idempotent-write record: app id -> the newest transaction version."""
+        if not self.exists():
+            return {}
+        jvm = self.spark._jvm
+        snapshot = jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(
+            self.spark._jsparkSession, self.path)._2()
+        txns = snapshot.setTransactions()
+        return {t.appId(): int(t.version()) for t in (txns.apply(i) for i in range(txns.length()))}
 
     def append_rows(self, df: Any, note: dict[str, str]) -> None:
         """Append rows that are not a batch (a reconcile repair), in one commit whose

@@ -5,8 +5,9 @@
   ``expire_snapshots`` older than the retention, and never the newest snapshot carrying this
   pipeline's batch id (the recovery check reads it), then orphan files (a crashed write's
   leftovers) older than a safe age, through Iceberg's DeleteOrphanFiles action;
-- Delta: OPTIMIZE (compaction to the target size), then VACUUM with the retention; the commit
-  history that ``find_batch`` reads is Delta's log, which VACUUM leaves alone.
+- Delta: OPTIMIZE (compaction to the target size), then VACUUM with the retention, its listing
+  as wide as the session's default parallelism; the commit history that ``find_batch`` reads is
+  Delta's log, which VACUUM leaves alone.
 Returns the figures recorded in the ledger and printed as a progress line.
 """
 
@@ -21,6 +22,9 @@ from coldtier.jvm import jclass
 from coldtier.sinks.iceberg import IcebergSink
 
 MB = 1024 * 1024
+# VACUUM lists the table's directories in exactly this many tasks (Spark's default: 10,000,
+# however few the directories): a minute of empty tasks per pass on two cores
+LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 
 
 def maintain(spark: Any, target: TargetConfig, cfg: MaintenanceConfig, pipeline: str,
@@ -84,9 +88,12 @@ def _delta(spark: Any, target: TargetConfig, cfg: MaintenanceConfig, pipeline: s
     before = dtable.detail().collect()[0]
     conf = spark.conf
     saved = {k: conf.get(k, None) for k in ("spark.databricks.delta.optimize.maxFileSize",
-                                           "spark.databricks.delta.retentionDurationCheck.enabled")}
+                                           "spark.databricks.delta.retentionDurationCheck.enabled",
+                                           LISTING_PARALLELISM)}
     try:
         conf.set("spark.databricks.delta.optimize.maxFileSize", str(cfg.target_file_size_mb * MB))
+        if saved[LISTING_PARALLELISM] is None:  # unless the YAML sets it
+            conf.set(LISTING_PARALLELISM, str(spark.sparkContext.defaultParallelism))
         optimized = dtable.optimize().executeCompaction().collect()[0]
         # the retention is the operator's decision (YAML); Delta's 7-day guard would override it
         conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")

@@ -163,18 +163,22 @@ def test_every_session_gets_the_delta_settings(monkeypatch):
     assert seen["spark.databricks.delta.allFilesInCrc.enabled"] == "true"
 
 
-@pytest.mark.parametrize(("txns", "latest", "app_id"), [
-    ({}, None, "B"),  # a new table
-    ({"B": 7}, 7, "B"),  # the lineage holds the newest batch recorded: a replay is skipped by Delta
-    ({"B": 7}, 9, "B"),
-    ({"B": 9}, 3, "B/restore-1"),  # a RESTORE took batches 4-9 out: re-copies must not be skipped
-    ({"B": 9}, None, "B/restore-1"),  # restored to before the first batch
-    ({"B": 9, "B/restore-1": 4}, 4, "B/restore-1"),  # after the re-copy, whatever the history kept
-    ({"B": 9, "B/restore-1": 4}, 2, "B/restore-2"),  # a second RESTORE
-    ({"B": 2, "B/restore-3": 5}, 5, "B/restore-3"),  # generations skipped by the old count stay valid
-    ({"B": 9, "B/restore-x": 99, "Bx": 99, "other": 99}, 9, "B"),  # other writers' ids are not ours
+@pytest.mark.parametrize(("txns", "batch", "latest", "app_id"), [
+    ({}, 1, None, "B"),  # a new table
+    ({"B": 7}, 8, "unread", "B"),  # the next batch: Delta writes it; the lineage is not read
+    ({"B": 7}, 7, 7, "B"),  # a replay of a batch in the lineage: Delta skips it
+    ({"B": 9}, 4, 3, "B/restore-1"),  # a RESTORE took batches 4-9 out: re-copies must not be skipped
+    ({"B": 9}, 1, None, "B/restore-1"),  # restored to before the first batch
+    ({"B": 9, "B/restore-1": 4}, 5, "unread", "B/restore-1"),  # after the re-copy, whatever the history kept
+    ({"B": 9, "B/restore-1": 4}, 3, 2, "B/restore-2"),  # a second RESTORE
+    ({"B": 2, "B/restore-3": 5}, 6, "unread", "B/restore-3"),  # generations the old RESTORE count skipped
+    ({"B": 9, "B/restore-x": 99, "Bx": 99, "other": 99}, 9, 9, "B"),  # other writers' ids are not ours
 ])
-def test_a_delta_app_id_changes_only_when_a_restore_took_batches_out(txns, latest, app_id):
+def test_a_delta_app_id_changes_only_when_a_restore_took_batches_out(txns, batch, latest, app_id):
     from coldtier.sinks.delta import restore_app_id
 
-    assert restore_app_id("B", txns, latest) == app_id
+    def lineage():
+        assert latest != "unread", "the lineage was read for a batch Delta would write anyway"
+        return latest
+
+    assert restore_app_id("B", txns, batch, lineage) == app_id

@@ -33,15 +33,17 @@ RECENT = 32  # commits read first when looking for a batch
 RESTORED = "/restore-"
 
 
-def restore_app_id(base: str, txns: dict[str, int], lineage_latest: int | None) -> str:
-    """The ``txnAppId`` for this pipeline/table's next batches.
+def restore_app_id(base: str, txns: dict[str, int], batch_id: int,
+                   lineage_latest: Callable[[], int | None]) -> str:
+    """The ``txnAppId`` for this pipeline/table's batches from ``batch_id`` on.
 
     ``txns`` is the table's record of transaction versions (app id -> newest version), and
-    ``lineage_latest`` the newest batch id of this pipeline/table still in the table's lineage.
-    The newest generation in use (``base``, then ``base/restore-1``, ``-2`` …) stays while its
-    recorded version is within the lineage: a replayed batch then carries the same app id and
-    Delta skips it. When the record is ahead of the lineage, a RESTORE took batches out: the
-    next generation, so that the re-copied batches are written, not skipped as duplicates."""
+    ``lineage_latest`` gives the newest batch id of this pipeline/table still in the table's
+    lineage (read only when needed). The newest generation in use (``base``, then
+    ``base/restore-1``, ``-2`` …) stays while Delta would not skip ``batch_id`` under it, or while
+    its recorded version is within the lineage: a replayed batch then carries the same app id and
+    Delta skips it. When the record is ahead of the lineage, a RESTORE took batches out: the next
+    generation, so that the re-copied batches are written, not skipped as duplicates."""
     gens: dict[int, int] = {}
     for app, version in txns.items():
         if app == base:
@@ -51,8 +53,10 @@ def restore_app_id(base: str, txns: dict[str, int], lineage_latest: int | None) 
     if not gens:
         return base
     gen = max(gens)
-    if lineage_latest is None or gens[gen] > lineage_latest:
-        gen += 1
+    if gens[gen] >= batch_id:  # Delta would skip this batch under this app id: is it in the lineage?
+        latest = lineage_latest()
+        if latest is None or gens[gen] > latest:
+            gen += 1
     return base if gen == 0 else f"{base}{RESTORED}{gen}"
 
 
@@ -110,21 +114,25 @@ class DeltaSink(BatchIdentity):
             self.spark.sql(f"ALTER TABLE {self.ident} ADD COLUMNS ({cols})")
         return [f.name for f in added]
 
-    def app_id(self, pipeline: str, table: str) -> str:
+    def app_id(self, pipeline: str, table: str, batch_id: int) -> str:
         """``coldtier/<pipeline>/<table>``, or ``…/restore-N`` once a RESTORE took batches out.
 
         A RESTORE takes commits out of the table but not Delta's record of the transaction
         versions they used: reusing the app id after recover-ledger would make Delta skip the
-        re-copied batches as duplicates. The app id is chosen from that record (the table's
-        ``SetTransaction`` actions, kept in its checkpoints) and the batches still in the
-        lineage (``restore_app_id``), read once per run: never from the commit history, whose
-        old entries Delta's log cleanup deletes."""
+        re-copied batches as duplicates. The app id is chosen once per run from that record
+        (the table's ``SetTransaction`` actions, kept in its checkpoints) and, when the record
+        is at or past the batch, the batches still in the lineage (``restore_app_id``): never by
+        counting RESTOREs in the commit history, whose old entries Delta's log cleanup deletes."""
         if self._app_id is None:
             base = f"coldtier/{pipeline}/{table}"
             txns = {k: v for k, v in self._transactions().items()
                     if k == base or k.startswith(base + RESTORED)}
-            latest = self.latest_batch(pipeline, table) if txns else None
-            self._app_id = restore_app_id(base, txns, latest[0] if latest else None)
+
+            def lineage_latest() -> int | None:
+                latest = self.latest_batch(pipeline, table)
+                return latest[0] if latest else None
+
+            self._app_id = restore_app_id(base, txns, batch_id, lineage_latest)
         return self._app_id
 
     def _transactions(self) -> dict[str, int]:
@@ -162,7 +170,7 @@ class DeltaSink(BatchIdentity):
 
     def _append(self, df: Any, batch: Batch) -> SnapshotInfo:
         (df.write.format("delta").mode("append")
-         .option("txnAppId", self.app_id(batch.pipeline, batch.table))
+         .option("txnAppId", self.app_id(batch.pipeline, batch.table, batch.batch_id))
          .option("txnVersion", str(batch.batch_id))
          .option("userMetadata", json.dumps(batch_properties(batch), sort_keys=True))
          .option("compression", self.target.properties.get("compression", "zstd"))
@@ -213,7 +221,7 @@ class DeltaSink(BatchIdentity):
         doc = {P_PIPELINE: pipeline, P_TABLE: table, P_BATCH: str(batch_id), P_END: json.dumps(end), **note}
         empty = self.spark.createDataFrame([], self._table().toDF().schema)
         (empty.write.format("delta").mode("append")
-         .option("txnAppId", self.app_id(pipeline, table)).option("txnVersion", str(batch_id))
+         .option("txnAppId", self.app_id(pipeline, table, batch_id)).option("txnVersion", str(batch_id))
          .option("userMetadata", json.dumps(doc, sort_keys=True)).save(self.path))
         found = self.find_batch(pipeline, table, batch_id)
         if found is None:

@@ -3,6 +3,7 @@ pid of processes the test started), then source == sink, with no duplicates."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -168,8 +169,6 @@ def test_a_restored_delta_table_keeps_copying_after_log_cleanup(job, spark, caps
     up to and past the RESTORE (they are older than delta.logRetentionDuration). The next batches
     must still be written: not skipped by Delta as duplicates of the batch ids the app id used
     before the RESTORE (its record of them survives the cleanup; the RESTORE commit does not)."""
-    import os
-
     trades = job.trades()
     trades.bulk(4000)
     small = job.write_config([job.table_entry("w", trades.table, batch={"max_rows": 1000})])

@@ -46,10 +46,11 @@ def restore_app_id(base: str, txns: dict[str, int], batch_id: int,
     generation, so that the re-copied batches are written, not skipped as duplicates."""
     gens: dict[int, int] = {}
     for app, version in txns.items():
+        suffix = app.removeprefix(base + RESTORED)
         if app == base:
             gens[0] = version
-        elif app.startswith(base + RESTORED) and app[len(base) + len(RESTORED):].isdigit():
-            gens[int(app[len(base) + len(RESTORED):])] = version
+        elif suffix != app and suffix.isdigit():
+            gens[int(suffix)] = version
     if not gens:
         return base
     gen = max(gens)
@@ -124,21 +125,17 @@ class DeltaSink(BatchIdentity):
         is at or past the batch, the batches still in the lineage (``restore_app_id``): never by
         counting RESTOREs in the commit history, whose old entries Delta's log cleanup deletes."""
         if self._app_id is None:
-            base = f"coldtier/{pipeline}/{table}"
-            txns = {k: v for k, v in self._transactions().items()
-                    if k == base or k.startswith(base + RESTORED)}
-
             def lineage_latest() -> int | None:
                 latest = self.latest_batch(pipeline, table)
                 return latest[0] if latest else None
 
-            self._app_id = restore_app_id(base, txns, batch_id, lineage_latest)
+            self._app_id = restore_app_id(f"coldtier/{pipeline}/{table}", self._transactions(), batch_id,
+                                          lineage_latest)
         return self._app_id
 
     def _transactions(self) -> dict[str, int]:
-        """The table's idempotent-write record: app id -> the newest transaction version."""
-        if not self.exists():
-            return {}
+        """The table's idempotent-write record: app id -> the newest transaction version (the
+        table exists: ``app_id`` is asked only by a write to it)."""
         jvm = self.spark._jvm
         snapshot = jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(
             self.spark._jsparkSession, self.path)._2()

@@ -212,13 +212,35 @@ def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
     with held(cfg, cfg.select(names)) as (ledger, _):
         spark = session_for(cfg)
         for t in cfg.select(names):
-            history = make_sink(spark, t.target).batch_history(cfg.pipeline, t.name)
+            sink = make_sink(spark, t.target)
+            history = sink.batch_history(cfg.pipeline, t.name)
+            if not history and (aged := sink.aged_out_batch(cfg.pipeline, t.name)) is not None:
+                _keep_aged_out_ledger(ledger, cfg.pipeline, t.name, aged, sink.ident)
+                continue
             entries = [(bid, Offset.from_json(end), sid, rows) for bid, end, sid, rows in history]
             ledger.rebuild(cfg.pipeline, t.name, entries)  # type: ignore[arg-type]
             print(json.dumps({"pipeline": cfg.pipeline, "table": t.name, "batches": len(entries),
                               "watermark_batch": entries[-1][0] if entries else None,
                               "watermark": entries[-1][1].to_json() if entries and entries[-1][1] else None}))
     return EXIT_OK
+
+
+def _keep_aged_out_ledger(ledger: Ledger, pipeline: str, table: str, aged: int, ident: str) -> None:
+    """The sink's batch commits are gone by age (Delta's log cleanup) and its transaction record
+    holds batch ``aged``: the ledger is the only record of the watermark left. Kept when it ends
+    at that batch; never emptied (the next run would copy every row again)."""
+    last_id, wm = ledger_watermark(ledger, pipeline, table)
+    if last_id != aged:
+        raise LedgerInconsistent(
+            f"{pipeline}/{table}: the commits of this pipeline's batches have left {ident}'s log (Delta's "
+            f"log cleanup: older than delta.logRetentionDuration) and its transaction record holds batch "
+            f"{aged}, but the ledger's last committed batch is {last_id or 'none'}: there is no commit left "
+            f"to rebuild the ledger from, and it was left as it is. Restore the ledger from a backup "
+            f"(docs/runbooks/ledger-inconsistent.md).")
+    print(json.dumps({"pipeline": pipeline, "table": table, "batches": None, "watermark_batch": last_id,
+                      "watermark": wm.to_json() if wm else None,
+                      "kept": f"the ledger, as it is: the batch commits have left {ident}'s log by age and "
+                              f"Delta's transaction record confirms batch {last_id}"}))
 
 
 def cmd_adopt(cfg: AppConfig, names: list[str] | None, from_identity: str) -> int:

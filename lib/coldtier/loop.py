@@ -128,6 +128,14 @@ class TableRunner:
                     f"{self.pipeline}/{self.table.name}: the ledger has no batches but {self.kind} table "
                     f"{self.sink.ident} holds batch {sunk[0]} of this pipeline; running would copy rows "
                     f"again. Run recover-ledger.")
+            aged = None if sunk is not None else self.sink.aged_out_batch(self.pipeline, self.table.name)
+            if aged is not None:
+                raise LedgerInconsistent(
+                    f"{self.pipeline}/{self.table.name}: the ledger has no batches but {self.kind}'s "
+                    f"transaction record of {self.sink.ident} holds batch {aged} of this pipeline, whose "
+                    f"commits the log cleanup deleted (older than delta.logRetentionDuration); running "
+                    f"would copy rows again, and recover-ledger cannot rebuild a watermark from a deleted "
+                    f"commit. Restore the ledger from a backup (docs/runbooks/ledger-inconsistent.md).")
             if found:
                 others = ", ".join(f"{p}/{t} (batch {b})" for (p, t), (b, _) in found.items())
                 first = next(iter(found))
@@ -145,6 +153,19 @@ class TableRunner:
         sunk = self.sink.latest_batch(self.pipeline, self.table.name)
         sunk_id, sunk_end = (sunk[0], Offset.from_json(sunk[1])) if sunk else (0, None)
         where = f"{self.pipeline}/{self.table.name}"
+        aged = self.sink.aged_out_batch(self.pipeline, self.table.name) if sunk is None and last_id else None
+        if aged is not None:
+            if aged != last_id:
+                raise LedgerInconsistent(
+                    f"{where}: the ledger's last committed batch is {last_id} but {self.kind}'s transaction "
+                    f"record of {self.sink.ident} holds batch {aged}, whose commit the log cleanup deleted "
+                    f"(older than delta.logRetentionDuration); recover-ledger cannot rebuild a watermark "
+                    f"from a deleted commit. Restore the ledger from a backup "
+                    f"(docs/runbooks/ledger-inconsistent.md).")
+            print(f"coldtier: {where}: the commit of batch {last_id} has left {self.sink.ident}'s log (older "
+                  f"than delta.logRetentionDuration); {self.kind}'s transaction record confirms it, and the "
+                  f"run goes on from the ledger's watermark", file=sys.stderr, flush=True)
+            return
         verdict = ledger_vs_sink(last_id, wm, sunk_id, sunk_end,
                                  self._planned_id() if sunk_id > last_id else None)
         if verdict is Verdict.CRASHED_BETWEEN_COMMITS:

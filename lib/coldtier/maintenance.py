@@ -6,8 +6,10 @@
   pipeline's batch id (the recovery check reads it), then orphan files (a crashed write's
   leftovers) older than a safe age, through Iceberg's DeleteOrphanFiles action;
 - Delta: OPTIMIZE (compaction to the target size), then VACUUM with the retention, its listing
-  as wide as the session's default parallelism; the commit history that ``find_batch`` reads is
-  Delta's log, which VACUUM leaves alone.
+  as wide as the session's default parallelism. VACUUM leaves Delta's log alone; Delta's own log
+  cleanup, which these commits' checkpoints run, deletes commits past
+  ``delta.logRetentionDuration``, batch commits included: the sink then reads Delta's transaction
+  record (``DeltaSink.aged_out_batch``).
 Returns the figures recorded in the ledger and printed as a progress line.
 """
 

@@ -200,6 +200,57 @@ def test_a_restored_delta_table_keeps_copying_after_log_cleanup(job, spark, caps
     assert_source_equals_sink(job, spark, trades.table, job.target("w"))
 
 
+@pytest.mark.parametrize("job", ["delta"], indirect=True)
+def test_delta_batches_older_than_the_log_retention_are_neither_refused_nor_copied_again(job, spark, capsys):
+    """A table that got no batch for longer than delta.logRetentionDuration while other commits
+    went on (maintain, a foreign writer): Delta's log cleanup deletes every batch commit, the
+    identities the recovery check reads; Delta's transaction record of them stays. The next run
+    goes on from the ledger (not refused as "ledger ahead"), recover-ledger keeps the ledger (not
+    emptied: the next run would copy every row again), and a lost ledger is refused, not refilled."""
+    trades = job.trades()
+    trades.bulk(2000)
+    cfg = job.write_config([job.table_entry("a", trades.table, batch={"max_rows": 1000})])
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0 and [p["batch_id"] for p in progress] == [1, 2], err  # versions 1-2
+    log = job.delta_path("a") / "_delta_log"
+    old = time.time() - 3 * 86400
+    for f in log.iterdir():
+        if f.is_file() and f.name != "_last_checkpoint":
+            os.utime(f, (old, old))
+    spark.sql(f"ALTER TABLE {job.target('a')} SET TBLPROPERTIES ('delta.logRetentionDuration' = 'interval 1 days', "
+              f"'delta.checkpointInterval' = '1')")  # version 3, checkpointed, then the cleanup
+    assert {r.version for r in spark.sql(f"DESCRIBE HISTORY {job.target('a')}").collect()} == {3}
+    ledger = ledger_rows(job)
+    assert ledger == [(1, "committed"), (2, "committed")]
+
+    assert cli.main(["recover-ledger", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert '"kept"' in out and '"watermark_batch": 2' in out, out
+    assert ledger_rows(job) == ledger  # not emptied
+
+    # the ledger lost: refused (copying from nothing would double 2,000 rows), and left empty
+    where = "WHERE pipeline = %s AND table_name = 'a'"
+    for t in ("batches", "watermarks"):
+        sql(job, f"CREATE TABLE coldtier.{job.pipeline}_{t} AS SELECT * FROM coldtier.{t} {where}", (job.pipeline,))
+        sql(job, f"DELETE FROM coldtier.{t} {where}", (job.pipeline,))
+    code = cli.main(["run", "--config", str(cfg), "--trigger", "available-now"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_LEDGER and "transaction record" in err and "holds batch 2" in err, err
+    assert cli.main(["recover-ledger", "--config", str(cfg)]) == cli.EXIT_LEDGER
+    capsys.readouterr()
+    assert ledger_rows(job) == [] and spark.read.format("delta").load(str(job.delta_path("a"))).count() == 2000
+    for t in ("batches", "watermarks"):  # the ledger back from its "backup"
+        sql(job, f"INSERT INTO coldtier.{t} SELECT * FROM coldtier.{job.pipeline}_{t}")
+        sql(job, f"DROP TABLE coldtier.{job.pipeline}_{t}")
+
+    trades.bulk(1000, end_ms_ago=1000)
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert "confirms it" in err
+    assert [(p["batch_id"], p["rows"]) for p in progress] == [(3, 1000)]
+    assert_source_equals_sink(job, spark, trades.table, job.target("a"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("job", SINKS, indirect=True)
 def test_clickhouse_dies_mid_read(job, spark, tmp_path, capsys):

@@ -182,3 +182,38 @@ def test_a_delta_app_id_changes_only_when_a_restore_took_batches_out(txns, batch
         return latest
 
     assert restore_app_id("B", txns, batch, lineage) == app_id
+
+
+@pytest.mark.parametrize(("txns", "recorded"), [
+    ({}, None),
+    ({"other": 7}, None),  # another writer's app id
+    ({"B": 9}, 9),
+    ({"B": 9, "B/restore-1": 4}, 4),  # the newest generation, not the highest version
+    ({"B": 9, "B/restore-1": 4, "B/restore-2": 6, "B/restore-x": 99}, 6),
+])
+def test_the_recorded_batch_is_the_newest_generations_version(txns, recorded):
+    from coldtier.sinks.delta import recorded_batch
+
+    assert recorded_batch("B", txns) == recorded
+
+
+OURS, THEIRS = ("p", "t"), ("p", "other")
+
+
+@pytest.mark.parametrize(("commits", "recorded", "expected"), [
+    ([(0, "CREATE TABLE", None, None), (1, "WRITE", None, OURS)], 1, None),  # the log is whole
+    ([(5, "OPTIMIZE", None, None), (6, "SET TBLPROPERTIES", None, None)], 4, 4),  # aged out
+    ([(5, "OPTIMIZE", None, None)], None, None),  # never a batch of ours
+    ([(5, "WRITE", None, THEIRS)], 4, 4),  # another table's batches are no evidence for ours
+    ([(5, "RESTORE", "5", None), (6, "WRITE", None, None)], 4, 4),  # back to a version left: ours before it
+    ([(5, "WRITE", None, None), (7, "RESTORE", "3", None)], 4, "a RESTORE went back to version 3"),
+    ([(5, "WRITE", None, OURS), (6, "RESTORE", "5", None)], 4, "outside the lineage"),
+])
+def test_batches_aged_out_of_the_delta_log_are_told_from_batches_taken_out(commits, recorded, expected):
+    from coldtier.sinks.delta import aged_out
+
+    if isinstance(expected, str):
+        with pytest.raises(ValueError, match=expected):
+            aged_out(commits, OURS, recorded)
+    else:
+        assert aged_out(commits, OURS, recorded) == expected

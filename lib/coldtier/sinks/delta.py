@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coldtier.config import TargetConfig
+from coldtier.errors import LedgerInconsistent
 from coldtier.records import Batch
 from coldtier.sinks.base import (
     P_BATCH,
@@ -33,6 +34,45 @@ RECENT = 32  # commits read first when looking for a batch
 RESTORED = "/restore-"
 
 
+def generations(base: str, txns: dict[str, int]) -> dict[int, int]:
+    """This pipeline/table's app ids in Delta's record: generation (0 for ``base``, N for
+    ``base/restore-N``) -> the newest transaction version (batch id) Delta committed under it."""
+    gens: dict[int, int] = {}
+    for app, version in txns.items():
+        suffix = app.removeprefix(base + RESTORED)
+        if app == base:
+            gens[0] = version
+        elif suffix != app and suffix.isdigit():
+            gens[int(suffix)] = version
+    return gens
+
+
+def recorded_batch(base: str, txns: dict[str, int]) -> int | None:
+    """The newest batch id Delta's record holds for this pipeline/table: the version of its
+    newest generation (a RESTORE's re-copy starts a generation), None when it has none."""
+    gens = generations(base, txns)
+    return gens[max(gens)] if gens else None
+
+
+def aged_out(commits: list[tuple[int, str, Any, tuple[str, str] | None]], identity: tuple[str, str],
+             recorded: int | None) -> int | None:
+    """The newest batch of ``identity`` the table holds although none of its commits is left in
+    the log: ``commits`` are what the log has left (version, operation, a RESTORE's target
+    version, the batch identity a commit carries), ``recorded`` the newest batch in Delta's
+    transaction record. None when the record has none, or the log is whole (it has version 0).
+    ValueError when what is left cannot say: some of the identity's commits are left (a RESTORE
+    took the newer ones out), or a RESTORE went back to a version the cleanup deleted."""
+    oldest = min((c[0] for c in commits), default=0)
+    if oldest == 0 or recorded is None:
+        return None
+    for _, operation, target, found in commits:
+        if found == identity:
+            raise ValueError(f"batch commits of {'/'.join(identity)} are left, outside the lineage")
+        if operation == "RESTORE" and (target is None or int(target) < oldest):
+            raise ValueError(f"a RESTORE went back to version {target}, which the cleanup deleted")
+    return recorded
+
+
 def restore_app_id(base: str, txns: dict[str, int], batch_id: int,
                    lineage_latest: Callable[[], int | None]) -> str:
     """The ``txnAppId`` for this pipeline/table's batches from ``batch_id`` on.
@@ -44,13 +84,7 @@ def restore_app_id(base: str, txns: dict[str, int], batch_id: int,
     its recorded version is within the lineage: a replayed batch then carries the same app id and
     Delta skips it. When the record is ahead of the lineage, a RESTORE took batches out: the next
     generation, so that the re-copied batches are written, not skipped as duplicates."""
-    gens: dict[int, int] = {}
-    for app, version in txns.items():
-        suffix = app.removeprefix(base + RESTORED)
-        if app == base:
-            gens[0] = version
-        elif suffix != app and suffix.isdigit():
-            gens[int(suffix)] = version
+    gens = generations(base, txns)
     if not gens:
         return base
     gen = max(gens)
@@ -141,6 +175,38 @@ class DeltaSink(BatchIdentity):
             self.spark._jsparkSession, self.path)._2()
         txns = snapshot.setTransactions()
         return {t.appId(): int(t.version()) for t in (txns.apply(i) for i in range(txns.length()))}
+
+    def aged_out_batch(self, pipeline: str, table: str) -> int | None:
+        """The newest batch of this pipeline/table in Delta's transaction record, when the table's
+        log no longer has any of their commits; None while the log is whole or Delta never
+        committed one of their batches.
+
+        Delta's log cleanup deletes the commits older than ``delta.logRetentionDuration`` (30
+        days by default) whenever a later commit checkpoints the table: a table that got no
+        batch for that long while other commits (``coldtier maintain``, another writer) went on
+        loses every batch commit, the identities the recovery check reads. The record of
+        transaction versions (``SetTransaction``, what Delta's own streaming sink relies on) is
+        kept in the checkpoints. Raises LedgerInconsistent when what is left cannot say which
+        batches the table holds: a RESTORE to a version the cleanup deleted, or some of their
+        commits left and none in the lineage (a RESTORE took the newer ones out)."""
+        if not self.exists():
+            return None
+        history = self._history(None)
+        if min((int(r["version"]) for r in history), default=0) == 0:
+            return None  # the log is whole: the lineage says everything (read no record)
+        commits = [(int(r["version"]), r["operation"],
+                    (r["operationParameters"] or {}).get("version") if r["operation"] == "RESTORE" else None,
+                    (found[0], found[1]) if (found := self._identity(r)) is not None else None)
+                   for r in history]
+        try:
+            return aged_out(commits, (pipeline, table),
+                            recorded_batch(f"coldtier/{pipeline}/{table}", self._transactions()))
+        except ValueError as exc:
+            raise LedgerInconsistent(
+                f"{pipeline}/{table}: Delta's log cleanup deleted the commits of {self.ident} before version "
+                f"{min(c[0] for c in commits)} (older than delta.logRetentionDuration), and {exc}: what is "
+                f"left cannot say which of this pipeline's batches the table holds; coldtier will not "
+                f"guess. See docs/runbooks/ledger-inconsistent.md.") from None
 
     def append_rows(self, df: Any, note: dict[str, str]) -> None:
         """Append rows that are not a batch (a reconcile repair), in one commit whose

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +37,32 @@ def base_conf() -> dict[str, str]:
         # header.*) and DSNs: hidden in the UI's Environment tab and the event log
         "spark.redaction.regex": "(?i)secret|password|token|access[.]?key|credential|[.]header[.]|dsn",
     }
+
+
+# Setting names that carry secrets (a catalog's jdbc.password, S3 keys, REST credentials and
+# headers, DSNs): never on a command line, hidden in the UI by ``spark.redaction.regex``
+SECRET_CONF = ("password", "secret", "token", "access.key", "credential", ".header.", "dsn")
+
+
+def secret_conf(key: str) -> bool:
+    return any(s in key.lower() for s in SECRET_CONF)
+
+
+def write_properties(conf: Mapping[str, str], directory: Path) -> Path:
+    """Spark settings as a 0600 properties file for ``--properties-file``."""
+    path = directory / "coldtier-spark.properties"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        for k, v in conf.items():
+            fh.write(f"{_prop_escape(k)}={_prop_escape(v)}\n")
+    return path
+
+
+def _prop_escape(text: str) -> str:
+    """java.util.Properties escaping (Spark reads the file with it)."""
+    out = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("=", "\\=") \
+        .replace(":", "\\:").replace("#", "\\#").replace("!", "\\!")
+    return out.replace(" ", "\\ ") if out.startswith(" ") else out
 
 
 # SQLSTATEs of a PostgreSQL that restarted under a pooled connection (admin/crash shutdown,
@@ -117,9 +145,33 @@ def build_session(app_name: str, conf: Mapping[str, str], master: str | None = N
         builder = builder.master(master)
     settings = {**base_conf(), **conf}
     settings.update(delta_conf(settings))
+    secrets = {k: v for k, v in settings.items() if secret_conf(k)}
     for k, v in settings.items():
-        builder = builder.config(k, v)
-    return builder.getOrCreate()
+        if k not in secrets:
+            builder = builder.config(k, v)
+    from pyspark import SparkContext
+
+    if not secrets or "PYSPARK_GATEWAY_PORT" in os.environ or SparkContext._gateway is not None:
+        # the JVM runs already (spark-submit, or an earlier session): the settings reach it
+        # through py4j, never a command line
+        for k, v in secrets.items():
+            builder = builder.config(k, v)
+        return builder.getOrCreate()
+    # pyspark starts the JVM with spark-submit and passes every builder setting as --conf on
+    # its command line, where `ps` shows it to every user: the secrets go in a 0600
+    # properties file instead, read once at the JVM's start and removed after it
+    with tempfile.TemporaryDirectory(prefix="coldtier-conf-") as d:
+        props = write_properties(secrets, Path(d))
+        before = os.environ.get("PYSPARK_SUBMIT_ARGS")
+        os.environ["PYSPARK_SUBMIT_ARGS"] = \
+            f"--properties-file {shlex.quote(str(props))} --load-spark-defaults {before or 'pyspark-shell'}"
+        try:
+            return builder.getOrCreate()
+        finally:
+            if before is None:
+                os.environ.pop("PYSPARK_SUBMIT_ARGS", None)
+            else:
+                os.environ["PYSPARK_SUBMIT_ARGS"] = before
 
 
 def shield_jvm_from_stop_signals(spark) -> None:  # noqa: ANN001
@@ -165,4 +217,19 @@ def session_for(cfg: AppConfig) -> Any:
         master = cfg.spark.master or "local[*]"
     spark = build_session(f"coldtier-{cfg.pipeline}", conf, master=master)
     spark.sparkContext.setLogLevel(os.environ.get("COLDTIER_SPARK_LOG_LEVEL", "WARN"))
+    if not os.environ.get("COLDTIER_VERBOSE"):
+        quiet_query_context_loggers()
     return spark
+
+
+def quiet_query_context_loggers() -> None:
+    """PySpark 4 logs every SQL error that has a query context as a JSON ``ERROR`` line with the
+    JVM's whole stack (``SQLQueryContextLogger``, ``DataFrameQueryContextLogger``), before the
+    caller sees the exception: coldtier names the error in one paragraph itself, and handles
+    some on purpose. Off unless ``COLDTIER_VERBOSE``."""
+    import logging
+
+    from pyspark.logger import PySparkLogger
+
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)

@@ -43,9 +43,13 @@ from coldtier import cds, deps
 from coldtier import config as config_mod
 from coldtier.config import ConfigError, mask
 from coldtier.handoff import DRIVER_PIDFILE_VAR, DRIVER_STDERR_VAR
-from coldtier.spark import QUIET_LOGGERS, write_log4j  # noqa: F401  (QUIET_LOGGERS: submit.QUIET_LOGGERS)
+from coldtier.spark import (  # noqa: F401  (QUIET_LOGGERS: submit.QUIET_LOGGERS)
+    QUIET_LOGGERS,
+    secret_conf,
+    write_log4j,
+    write_properties,
+)
 
-_SECRET_CONF = ("password", "secret", "token", "access.key", "credential", ".header.", "dsn")
 # Spark's own default, plus the secrets of Iceberg REST catalogs (credential, header.*) and DSNs
 SPARK_REDACTION = r"(?i)secret|password|token|access[.]?key"
 COLDTIER_REDACTION = r"credential|[.]header[.]|dsn"
@@ -149,23 +153,6 @@ def write_env_file(cfg_path: str, env: dict[str, str], directory: Path) -> Path:
     return path
 
 
-def write_properties(conf: dict[str, str], directory: Path) -> Path:
-    """Spark settings as a 0600 properties file for ``--properties-file``."""
-    path = directory / "coldtier-spark.properties"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        for k, v in conf.items():
-            fh.write(f"{_prop_escape(k)}={_prop_escape(v)}\n")
-    return path
-
-
-def _prop_escape(text: str) -> str:
-    """java.util.Properties escaping (Spark reads the file with it)."""
-    out = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("=", "\\=") \
-        .replace(":", "\\:").replace("#", "\\#").replace("!", "\\!")
-    return out.replace(" ", "\\ ") if out.startswith(" ") else out
-
-
 def master_and_mode(args: SubmitArgs, env: dict[str, str],
                     cfg: config_mod.AppConfig | None) -> tuple[str, str]:
     """``--master`` / ``--deploy-mode``: the command line, else the environment, else the YAML."""
@@ -226,7 +213,7 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
     conf.setdefault("spark.pyspark.python", python)
     conf["spark.redaction.regex"] = redaction_regex(conf.get("spark.redaction.regex"))
     for k, v in conf.items():
-        if any(s in k.lower() for s in _SECRET_CONF) and v:
+        if secret_conf(k) and v:
             secrets += (v,)
     job_args = list(args.job_args)
     if mode == "cluster" and cfg_path:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from coldtier import cds
@@ -32,3 +34,29 @@ def test_a_launch_maps_the_trained_archive(job, tmp_path):
                  "scala.collection.immutable.List"):
         [line] = [x for x in log.splitlines() if f" {name} source:" in x]
         assert "shared objects file (top)" in line, line
+
+
+def test_a_plain_launch_keeps_secrets_off_the_command_line_and_errors_in_one_paragraph(job):
+    """``coldtier sql`` (pyspark starts the JVM itself, passing every setting as --conf): the
+    catalog's password reaches the catalog but no process's command line; a failed statement is
+    one ``coldtier:`` paragraph, not PySpark's JSON error log with the JVM's stack."""
+    job.catalog = "jdbc_cat"
+    cfg = job.write_config([job.table_entry("t", "unused")])
+    proc = subprocess.Popen([sys.executable, "-m", "coldtier", "sql", "--config", str(cfg),
+                             f"SELECT * FROM jdbc_cat.{job.pipeline}.missing"],
+                            env=job.env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: set[str] = set()
+    while proc.poll() is None:  # every process of the launch, sampled until it ends
+        try:
+            procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            lines.update(" ".join(p.cmdline()) for p in procs)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    out, err = proc.communicate(timeout=60)
+    assert any("SparkSubmit" in line or "spark-submit" in line for line in lines), lines
+    assert not [line for line in lines if job.postgres.password in line]
+    assert proc.returncode == 6, err[-3000:]  # the table is missing: the catalog itself answered
+    assert "TABLE_OR_VIEW_NOT_FOUND" in err and job.postgres.password not in out + err
+    shown = [line for line in err.splitlines() if line.strip() and "incubator modules" not in line]
+    assert len(shown) == 1 and shown[0].startswith("coldtier: schema problem"), err[-3000:]

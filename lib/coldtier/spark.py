@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 DELTA_EXTENSIONS = "io.delta.sql.DeltaSparkSessionExtension"
+SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
+ALL_FILES_IN_CRC = "spark.databricks.delta.allFilesInCrc.enabled"
 
 
 def base_conf() -> dict[str, str]:
@@ -36,6 +38,12 @@ def base_conf() -> dict[str, str]:
         # Spark's default redaction plus the secrets of Iceberg REST catalogs (credential,
         # header.*) and DSNs: hidden in the UI's Environment tab and the event log
         "spark.redaction.regex": "(?i)secret|password|token|access[.]?key|credential|[.]header[.]|dsn",
+        # Delta 4.0 keeps the list of a small table's files (under 50) in each commit's checksum
+        # file, and when the JVM's or the session's time zone is not UTC it verifies that list by
+        # a second full rebuild of the table's state on every commit. The list only serves that
+        # verification: off, a non-UTC host commits as a UTC one does (a 3K-row batch 3.4-3.9 s
+        # -> 3.0-3.3 s on a fresh table here, docs/tuning.md)
+        ALL_FILES_IN_CRC: "false",
     }
 
 
@@ -115,8 +123,6 @@ def iceberg_catalog_conf(name: str, props: Mapping[str, str]) -> dict[str, str]:
     return conf
 
 
-SNAPSHOT_PARTITIONS = "spark.databricks.delta.snapshotPartitions"
-ALL_FILES_IN_CRC = "spark.databricks.delta.allFilesInCrc.enabled"
 
 
 def delta_conf(conf: Mapping[str, str]) -> dict[str, str]:
@@ -125,16 +131,9 @@ def delta_conf(conf: Mapping[str, str]) -> dict[str, str]:
     - Delta rebuilds a table's state from its log for every commit, in ``SNAPSHOT_PARTITIONS``
       tasks (50 by default): for a batch of a few thousand rows, 50 near-empty tasks per commit
       (1.9 s per one-row batch here, 1.0 s with 2). It follows ``spark.sql.shuffle.partitions``
-      when the YAML sets that.
-    - Delta 4.0 keeps the list of a small table's files (under 50) in each commit's checksum
-      file, and when the JVM's or the session's time zone is not UTC it verifies that list by a
-      second full rebuild of the table's state on every commit. The list only serves that
-      verification: off (``ALL_FILES_IN_CRC``), a non-UTC host commits as a UTC one does
-      (a 3K-row batch 3.4-3.9 s -> 3.0-3.3 s on a fresh table here, docs/tuning.md)."""
-    out = {ALL_FILES_IN_CRC: "false"}
-    if (width := conf.get("spark.sql.shuffle.partitions")) is not None:
-        out[SNAPSHOT_PARTITIONS] = width
-    return {k: v for k, v in out.items() if k not in conf}
+      when the YAML sets that. (Fixed Delta settings are in ``base_conf``.)"""
+    width = conf.get("spark.sql.shuffle.partitions")
+    return {SNAPSHOT_PARTITIONS: width} if width is not None and SNAPSHOT_PARTITIONS not in conf else {}
 
 
 def build_session(app_name: str, conf: Mapping[str, str], master: str | None = None):  # noqa: ANN201

@@ -125,12 +125,13 @@ def test_stage_branches_are_named_for_their_pipeline_and_table():
 
 
 def test_delta_rebuilds_its_state_as_wide_as_the_session_shuffles():
-    from coldtier.spark import delta_conf
+    from coldtier.spark import base_conf, delta_conf
 
     key, crc = "spark.databricks.delta.snapshotPartitions", "spark.databricks.delta.allFilesInCrc.enabled"
-    assert delta_conf({"spark.sql.shuffle.partitions": "2"}) == {key: "2", crc: "false"}
-    assert delta_conf({"spark.sql.shuffle.partitions": "2", key: "16"}) == {crc: "false"}  # the YAML's own wins
-    assert delta_conf({}) == {crc: "false"}  # Delta's default width
+    assert delta_conf({"spark.sql.shuffle.partitions": "2"}) == {key: "2"}
+    assert delta_conf({"spark.sql.shuffle.partitions": "2", key: "16"}) == {}  # the YAML's own wins
+    assert delta_conf({}) == {}  # Delta's default width
+    assert base_conf()[crc] == "false"  # every session, unless the YAML sets it
 
 
 def test_every_session_gets_the_delta_settings(monkeypatch):

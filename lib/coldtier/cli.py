@@ -23,7 +23,7 @@ from typing import Any
 
 from coldtier import __version__
 from coldtier import config as config_mod
-from coldtier.config import AppConfig, mask
+from coldtier.config import AppConfig, TableConfig, mask
 from coldtier.driver import StopFlag, TableFailure, Trigger, TriggerRecord, run_tables
 from coldtier.errors import (  # noqa: F401  (EXIT_* re-exported: cli.EXIT_SCHEMA)
     EXIT_CONFIG,
@@ -46,6 +46,7 @@ from coldtier.loop import TableRunner, emit_json, ledger_watermark
 from coldtier.metrics import RunMetrics
 from coldtier.offset import Offset
 from coldtier.sinks import make_sink
+from coldtier.sinks.base import AGED_UNKNOWN
 from coldtier.source import Planner, resolve_cursor, source_client
 from coldtier.spark import session_for, shield_jvm_from_stop_signals
 from coldtier.views import plan_doc, status_doc
@@ -214,8 +215,10 @@ def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
         for t in cfg.select(names):
             sink = make_sink(spark, t.target)
             history = sink.batch_history(cfg.pipeline, t.name)
-            if not history and (aged := sink.aged_out_batch(cfg.pipeline, t.name)) is not None:
-                _keep_aged_out_ledger(ledger, cfg.pipeline, t.name, aged, sink.ident)
+            aged = sink.aged_out_batch(cfg.pipeline, t.name) if not history else None
+            # an expired Iceberg history with an empty ledger: a new pipeline on an old table
+            if aged is not None and (aged != AGED_UNKNOWN or ledger.last_batch(cfg.pipeline, t.name)):
+                _keep_aged_out_ledger(cfg, t, ledger, sink, aged, spark)
                 continue
             entries = [(bid, Offset.from_json(end), sid, rows) for bid, end, sid, rows in history]
             ledger.rebuild(cfg.pipeline, t.name, entries)  # type: ignore[arg-type]
@@ -225,22 +228,39 @@ def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
     return EXIT_OK
 
 
-def _keep_aged_out_ledger(ledger: Ledger, pipeline: str, table: str, aged: int, ident: str) -> None:
-    """The sink's batch commits are gone by age (Delta's log cleanup) and its transaction record
-    holds batch ``aged``: the ledger is the only record of the watermark left. Kept when it ends
-    at that batch; never emptied (the next run would copy every row again)."""
-    last_id, wm = ledger_watermark(ledger, pipeline, table)
-    if last_id != aged:
+def _keep_aged_out_ledger(cfg: AppConfig, t: TableConfig, ledger: Ledger, sink: Any, aged: int,
+                          spark: Any) -> None:
+    """The sink's batch commits are gone by age and the lineage holds none: the ledger is the only
+    record of the watermark left. Kept when the sink's own record (Delta's transaction record:
+    ``aged`` is its batch) or, where there is none (expired Iceberg snapshots), the table's rows
+    (they end exactly at the ledger's watermark) agree with it; never emptied (the next run
+    would copy every row again); refused otherwise."""
+    from coldtier.reconcile import rows_end_at
+    from coldtier.source import JdbcSource
+
+    last_id, wm = ledger_watermark(ledger, cfg.pipeline, t.name)
+    if aged == AGED_UNKNOWN:
+        spec, cols = resolve_cursor(source_client(cfg, t), t)
+        mappings = JdbcSource(cfg.sources[t.connection], t, spec, cols).mappings
+        agrees = last_id > 0 and rows_end_at(spark, sink.ident, spec, mappings, wm)
+        evidence = f"its rows end at the ledger's watermark {wm}" if agrees else \
+            f"its rows do not end at the ledger's watermark {wm} (batch {last_id or 'none'})"
+        gone = "its history ends at a snapshot that was expired"
+    else:
+        agrees = last_id == aged
+        evidence = f"Delta's transaction record holds batch {aged}, the ledger's last committed batch is " \
+                   f"{last_id or 'none'}"
+        gone = "Delta's log cleanup deleted them (older than delta.logRetentionDuration)"
+    where = f"{cfg.pipeline}/{t.name}"
+    if not agrees:
         raise LedgerInconsistent(
-            f"{pipeline}/{table}: the commits of this pipeline's batches have left {ident}'s log (Delta's "
-            f"log cleanup: older than delta.logRetentionDuration) and its transaction record holds batch "
-            f"{aged}, but the ledger's last committed batch is {last_id or 'none'}: there is no commit left "
-            f"to rebuild the ledger from, and it was left as it is. Restore the ledger from a backup "
+            f"{where}: the commits of this pipeline's batches have left {sink.ident} ({gone}), and "
+            f"{evidence}: there is no commit left to rebuild the ledger from, and it was left as it is "
             f"(docs/runbooks/ledger-inconsistent.md).")
-    print(json.dumps({"pipeline": pipeline, "table": table, "batches": None, "watermark_batch": last_id,
+    print(json.dumps({"pipeline": cfg.pipeline, "table": t.name, "batches": None, "watermark_batch": last_id,
                       "watermark": wm.to_json() if wm else None,
-                      "kept": f"the ledger, as it is: the batch commits have left {ident}'s log by age and "
-                              f"Delta's transaction record confirms batch {last_id}"}))
+                      "kept": f"the ledger, as it is: the batch commits have left {sink.ident} ({gone}), and "
+                              f"{evidence}"}))
 
 
 def cmd_adopt(cfg: AppConfig, names: list[str] | None, from_identity: str) -> int:

@@ -28,8 +28,10 @@ from coldtier.faults import FaultHook
 from coldtier.jvm import jclass
 from coldtier.ledger import Ledger
 from coldtier.offset import Offset, offset_fields
+from coldtier.reconcile import rows_end_at
 from coldtier.records import Batch, BatchMetrics
 from coldtier.sinks import make_sink
+from coldtier.sinks.base import AGED_UNKNOWN
 from coldtier.source import (
     UTF8_MARK,
     JdbcSource,
@@ -154,6 +156,19 @@ class TableRunner:
         sunk_id, sunk_end = (sunk[0], Offset.from_json(sunk[1])) if sunk else (0, None)
         where = f"{self.pipeline}/{self.table.name}"
         aged = self.sink.aged_out_batch(self.pipeline, self.table.name) if sunk is None and last_id else None
+        if aged == AGED_UNKNOWN:
+            if not rows_end_at(self.spark, self.sink.ident, self.spec, self.source.mappings, wm):
+                raise LedgerInconsistent(
+                    f"{where}: {self.sink.ident} no longer holds the snapshots of this pipeline's batches: "
+                    f"its history ends at a snapshot that was expired (another process's expire_snapshots, "
+                    f"after rewrites of its own, while the table got no batch), and its rows do not end "
+                    f"at the ledger's watermark {wm} (batch {last_id}): coldtier cannot tell which is right. "
+                    f"recover-ledger cannot rebuild from expired snapshots "
+                    f"(docs/runbooks/ledger-inconsistent.md).")
+            print(f"coldtier: {where}: the snapshot of batch {last_id} was expired from {self.sink.ident}; "
+                  f"the table's rows end at the ledger's watermark, and the run goes on from it",
+                  file=sys.stderr, flush=True)
+            return
         if aged is not None:
             if aged != last_id:
                 raise LedgerInconsistent(

@@ -180,6 +180,39 @@ def clip_to_watermark(spec: CursorSpec, mappings: list[ColumnMapping], wm: Offse
     return Clip(cond(ts.fp_ch, inc.fp_ch if inc else None), cond(ts.fp_spark, inc.fp_spark if inc else None))
 
 
+def end_checks(spec: CursorSpec, mappings: list[ColumnMapping], wm: Offset) -> tuple[str, str, str]:
+    """Spark SQL over the target: (rows past ``wm``, the row at ``wm``, a filter that lets the
+    table's file statistics skip the rest): whether the cold rows end exactly at a watermark."""
+    by_name = {m.name: m for m in mappings}
+    beyond, at, prune = [], [], "true"
+    if spec.ts_col is not None and wm.ts is not None:
+        ts = by_name[spec.ts_col.strip("`")]
+        w = wm.ts * 10 ** (6 - spec.ts_scale) if spec.ts_scale <= 6 else wm.ts // 10 ** (spec.ts_scale - 6)
+        beyond.append(f"{ts.fp_spark} > {w}")
+        at.append(f"{ts.fp_spark} = {w}")
+        if ts.spark_type == "timestamp":
+            prune = f"{spark_quote(ts.name)} >= timestamp_micros({w})"
+    if spec.inc_col is not None and wm.inc is not None:
+        inc = by_name[spec.inc_col.strip("`")]
+        past = f"{inc.fp_spark} > {int(wm.inc)}"
+        beyond = [f"{beyond[0]} OR ({at[0]} AND {past})"] if beyond else [past]
+        at.append(f"{inc.fp_spark} = {int(wm.inc)}")
+    return f"({beyond[0]})", " AND ".join(at), prune
+
+
+def rows_end_at(spark: Any, target: str, spec: CursorSpec, mappings: list[ColumnMapping],
+                wm: Offset | None) -> bool:
+    """The cold table holds the row at ``wm`` (the end of the ledger's last batch) and none past
+    it: the table's rows confirm the ledger's watermark where the table's own record of the
+    batches is gone (expired snapshots)."""
+    if wm is None or (wm.ts is None and wm.inc is None):
+        return False
+    beyond, at, prune = end_checks(spec, mappings, wm)
+    row = spark.sql(f"SELECT count_if({beyond}) AS beyond, count_if({at}) AS at FROM {target} "
+                    f"WHERE {prune}").collect()[0]
+    return int(row["beyond"]) == 0 and int(row["at"]) > 0
+
+
 @dataclass(frozen=True)
 class BucketReport:
     mismatch: Mismatch

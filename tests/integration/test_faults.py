@@ -251,6 +251,56 @@ def test_delta_batches_older_than_the_log_retention_are_neither_refused_nor_copi
     assert_source_equals_sink(job, spark, trades.table, job.target("a"))
 
 
+def test_iceberg_batches_expired_by_another_process_are_checked_against_the_rows(job, spark, capsys):
+    """Another process compacts the table and expires its snapshots while it gets no batch (a
+    weekend, a paused feed): the current history ends at a deleted snapshot and holds no batch
+    identity. The table's rows decide: while a foreign row lies past the ledger's watermark the
+    run and recover-ledger refuse (and the ledger stays); once the rows end exactly at it, the
+    run goes on from the ledger, and recover-ledger keeps it (not emptied: every row again)."""
+    from pyspark.sql import functions as F
+
+    trades = job.trades()
+    trades.bulk(2000)
+    cfg = job.write_config([job.table_entry("e", trades.table, batch={"max_rows": 1000})])
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0 and [p["batch_id"] for p in progress] == [1, 2], err
+    target = job.target("e")
+    name = f"{job.pipeline}.e"
+    spark.sql(f"CALL {job.catalog}.system.rewrite_data_files(table => '{name}', "
+              f"options => map('min-input-files', '2'))").collect()
+    newest = spark.sql(f"SELECT cast(max(committed_at) + INTERVAL 1 SECOND AS string) "  # the session's zone
+                       f"FROM {target}.snapshots").collect()[0][0]
+    spark.sql(f"CALL {job.catalog}.system.expire_snapshots(table => '{name}', "
+              f"older_than => TIMESTAMP '{newest}', retain_last => 1)").collect()
+    summaries = [r.summary for r in spark.sql(f"SELECT summary FROM {target}.snapshots").collect()]
+    assert len(summaries) == 1 and "coldtier.batch-id" not in summaries[0]
+    ledger = ledger_rows(job)
+    assert ledger == [(1, "committed"), (2, "committed")]
+
+    # a foreign row past the watermark: the rows do not confirm the ledger
+    last = spark.table(target).orderBy(F.desc("exchange_timestamp"), F.desc("sequence_number")).limit(1)
+    seq_type = last.schema["sequence_number"].dataType
+    last.withColumn("sequence_number", (F.col("sequence_number") + 10**9).cast(seq_type)).writeTo(target).append()
+    trades.bulk(1000, end_ms_ago=1000)  # new rows: a run with none to copy stops before any check
+    code = cli.main(["run", "--config", str(cfg), "--trigger", "available-now"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_LEDGER and "do not end at the ledger's watermark" in err, (code, err)
+    assert cli.main(["recover-ledger", "--config", str(cfg)]) == cli.EXIT_LEDGER
+    capsys.readouterr()
+    assert ledger_rows(job) == ledger
+
+    spark.sql(f"DELETE FROM {target} WHERE sequence_number > 1000000000")
+    assert cli.main(["recover-ledger", "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert '"kept"' in out and '"watermark_batch": 2' in out, out
+    assert ledger_rows(job) == ledger  # not emptied
+    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
+    assert code == 0, err
+    assert "end at the ledger's watermark" in err
+    assert [(p["batch_id"], p["rows"]) for p in progress] == [(3, 1000)]
+    assert_source_equals_sink(job, spark, trades.table, target)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("job", SINKS, indirect=True)
 def test_clickhouse_dies_mid_read(job, spark, tmp_path, capsys):

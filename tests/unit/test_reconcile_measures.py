@@ -51,3 +51,25 @@ def test_internal_aliases_never_equal_a_column_name():
     assert unique_name("ct_bucket", {"ct_bucket", "_ct_bucket"}) == "__ct_bucket"
     names = wire_names(map_columns([("coldtier_w0", "Int32"), ("x", "Int32")], "db.t"), ["coldtier_w0", "x"])
     assert names[0] != "coldtier_w0" and len(set(names)) == 2
+
+
+@pytest.mark.parametrize(("spec", "wm", "beyond", "at", "prune"), [
+    (("timestamp+incrementing", "`ts`", "`n`", 3), (1_700_000_000_123, 42),
+     "(unix_micros(`ts`) > 1700000000123000 OR (unix_micros(`ts`) = 1700000000123000 AND `n` > 42))",
+     "unix_micros(`ts`) = 1700000000123000 AND `n` = 42",
+     "`ts` >= timestamp_micros(1700000000123000)"),
+    (("timestamp", "`ts`", None, 3), (1_700_000_000_123, None),
+     "(unix_micros(`ts`) > 1700000000123000)", "unix_micros(`ts`) = 1700000000123000",
+     "`ts` >= timestamp_micros(1700000000123000)"),
+    (("incrementing", None, "`n`", 0), (None, 42),
+     "(`n` > 42)", "`n` = 42", "true"),
+])
+def test_the_rows_end_check_is_exact_at_a_watermark_with_ties(spec, wm, beyond, at, prune):
+    """Where a table's own record of its batches is gone (expired snapshots), its rows confirm
+    the ledger's watermark: none past it (a row on the same timestamp with a greater sequence
+    number is past it), one at it; the prune filter lets file statistics skip older files."""
+    from coldtier.offset import CursorSpec, Offset
+    from coldtier.reconcile import end_checks
+
+    mappings = map_columns([("ts", "DateTime64(3, 'Asia/Tokyo')"), ("n", "UInt64")], "db.t")
+    assert end_checks(CursorSpec(*spec), mappings, Offset(*wm)) == (beyond, at, prune)

@@ -20,6 +20,7 @@ P_PIPELINE = "coldtier.pipeline"
 P_TABLE = "coldtier.table"
 P_BATCH = "coldtier.batch-id"
 P_END = "coldtier.end-cursor"
+AGED_UNKNOWN = 0  # aged_out_batch: the batch commits may have left the lineage; which, unknown
 
 
 class Sink(Protocol):
@@ -136,7 +137,9 @@ class BatchIdentity(ABC):
         return None
 
     def aged_out_batch(self, pipeline: str, table: str) -> int | None:
-        """The newest batch of this pipeline/table that the table's own record still holds after
-        their commits left its lineage by age (Delta's log cleanup); None: no such record (an
-        Iceberg table keeps the newest batch's snapshot: ``maintain`` never expires it)."""
+        """Asked when the lineage holds no batch of this pipeline/table: whether their commits
+        left it by age. The newest batch the table's own record still vouches for (Delta's
+        transaction record), ``AGED_UNKNOWN`` when they may have left but nothing says which
+        (Iceberg snapshots expired by another process: the ancestry ends at a deleted
+        snapshot), None when the lineage is whole."""
         return None

@@ -35,6 +35,7 @@ from coldtier.errors import LedgerInconsistent, StageLost
 from coldtier.jvm import jclass
 from coldtier.records import Batch
 from coldtier.sinks.base import (
+    AGED_UNKNOWN,
     P_BATCH,
     P_END,
     P_PIPELINE,
@@ -154,6 +155,28 @@ class IcebergSink(BatchIdentity):
                        snap.snapshotId(), int(s.get("added-records") or 0))
             parent = snap.parentId()
             snap = t.snapshot(parent) if parent is not None else None
+
+    def aged_out_batch(self, pipeline: str, table: str) -> int | None:
+        """``AGED_UNKNOWN`` when the current snapshot's ancestry holds no batch of this
+        pipeline/table and ends at a snapshot that expiry deleted (``maintain`` never expires the
+        newest batch's snapshot; another process's ``expire_snapshots`` may, after its own
+        rewrites, while a table got no batch for longer than its retention); None when the
+        ancestry is whole (back to the table's first snapshot) or holds one."""
+        if not self.exists():
+            return None
+        t = self._jtable()
+        snap = t.currentSnapshot()
+        while snap is not None:
+            s = snap.summary()
+            if s.get(P_PIPELINE) == pipeline and s.get(P_TABLE) == table and s.get(P_BATCH) is not None:
+                return None
+            parent = snap.parentId()
+            if parent is None:
+                return None
+            snap = t.snapshot(parent)
+            if snap is None:
+                return AGED_UNKNOWN
+        return None
 
     def adopt(self, pipeline: str, table: str, batch_id: int, end: dict[str, Any],
               note: dict[str, str]) -> int:

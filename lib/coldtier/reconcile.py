@@ -205,8 +205,10 @@ def rows_end_at(spark: Any, target: str, spec: CursorSpec, mappings: list[Column
     """The cold table holds the row at ``wm`` (the end of the ledger's last batch) and none past
     it: the table's rows confirm the ledger's watermark where the table's own record of the
     batches is gone (expired snapshots)."""
-    if wm is None or (wm.ts is None and wm.inc is None):
-        return False
+    names = {m.name for m in mappings}
+    if wm is None or (wm.ts is None and wm.inc is None) or \
+            any(c is not None and c.strip("`") not in names for c in (spec.ts_col, spec.inc_col)):
+        return False  # nothing to compare (a cursor column not copied: tables[].columns exclude)
     beyond, at, prune = end_checks(spec, mappings, wm)
     row = spark.sql(f"SELECT count_if({beyond}) AS beyond, count_if({at}) AS at FROM {target} "
                     f"WHERE {prune}").collect()[0]

@@ -131,7 +131,7 @@ class TableRunner:
                     f"{self.sink.ident} holds batch {sunk[0]} of this pipeline; running would copy rows "
                     f"again. Run recover-ledger.")
             aged = None if sunk is not None else self.sink.aged_out_batch(self.pipeline, self.table.name)
-            if aged is not None:
+            if aged is not None and aged != AGED_UNKNOWN:  # (an expired Iceberg history: nothing says whose)
                 raise LedgerInconsistent(
                     f"{self.pipeline}/{self.table.name}: the ledger has no batches but {self.kind}'s "
                     f"transaction record of {self.sink.ident} holds batch {aged} of this pipeline, whose "

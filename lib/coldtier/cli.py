@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -567,9 +568,19 @@ def cmd_sql(cfg: AppConfig, args: argparse.Namespace, spark_factory: Callable[[A
     return EXIT_OK
 
 
+# a frame of a Java stack trace as py4j carries it ("\tat org.x.Y.m(Y.java:90)", "\t... 22 more"), and
+# Spark's marker of where a lazily thrown error was first raised: nothing a user can act on
+_JAVA_FRAME = re.compile(r"\s*(at [\w$.<>/-]+\(.*\)|\.\.\. \d+ more|Suppressed: "
+                         r"org\.apache\.spark\.util\.Utils\$OriginalTryStackTraceException: .*)\s*")
+_PY4J_LEAD = re.compile(r"An error occurred while calling [\w$.]+\.\s*:?\s*")
+
+
 def error_text(exc: BaseException, secrets: tuple[str, ...]) -> str:
-    """An exception's message on one line, at most 2,000 characters, secrets masked."""
-    text = " ".join(str(exc).split())
+    """An exception's message on one line, at most 2,000 characters, secrets masked. A JVM error
+    keeps each exception of its chain ("Caused by: …": the root cause, such as PostgreSQL
+    refusing a password, comes last) and drops the stack frames between them."""
+    kept = (line for line in str(exc).splitlines() if not _JAVA_FRAME.fullmatch(line))
+    text = _PY4J_LEAD.sub("", " ".join(" ".join(kept).split()), count=1)
     if len(text) > 2000:
         text = text[:2000] + " …"
     return mask(text, secrets)

@@ -38,3 +38,29 @@ def test_every_exception_is_importable_where_it_was():
     assert ledger.LedgerInconsistent is errors.LedgerInconsistent and sinks.ShortRead is errors.ShortRead
     assert source.SourceDataError is errors.SourceDataError
     assert clickhouse_http.ClickHouseError is errors.ClickHouseError
+
+
+def test_a_jvm_error_reads_as_its_chain_of_causes_without_stack_frames():
+    """A wrong catalog password: the root cause (PostgreSQL's answer) is in the one paragraph,
+    not lost after 2,000 characters of stack frames; secrets still masked."""
+    from coldtier.cli import error_text
+
+    class Py4JJavaError(Exception):
+        pass
+
+    trace = ("An error occurred while calling o71.sql.\n"
+             ": org.apache.iceberg.jdbc.UncheckedSQLException: Failed to connect: jdbc:postgresql://db:5432/cold\n"
+             + "\tat org.apache.iceberg.jdbc.JdbcClientPool.newClient(JdbcClientPool.java:90)\n" * 80
+             + "\tat scala.Option.orElse(Option.scala:477)\n"
+             "\tSuppressed: org.apache.spark.util.Utils$OriginalTryStackTraceException: Full stacktrace of "
+             "original doTryWithCallerStacktrace caller\n"
+             "\t\tat org.apache.spark.sql.catalyst.analysis.package$AnalysisErrorAt.tableNotFound(package.scala:91)\n"
+             "\t\t... 22 more\n"
+             "Caused by: org.postgresql.util.PSQLException: FATAL: password authentication failed for user "
+             "\"cold\" (s3cr3t)\n"
+             "\tat org.postgresql.core.v3.ConnectionFactoryImpl.doAuthentication(ConnectionFactoryImpl.java:693)\n"
+             "\t... 40 more\n")
+    assert error_text(Py4JJavaError(trace), ("s3cr3t",)) == (
+        "org.apache.iceberg.jdbc.UncheckedSQLException: Failed to connect: jdbc:postgresql://db:5432/cold "
+        "Caused by: org.postgresql.util.PSQLException: FATAL: password authentication failed for user "
+        "\"cold\" (***)")

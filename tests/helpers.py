@@ -25,6 +25,29 @@ def free_port() -> int:
     return int(port_for.select_random())
 
 
+def launch_command_lines(proc: subprocess.Popen, timeout: float) -> list[str]:
+    """Every distinct command line of ``proc`` and its descendants, sampled until it ends (or
+    ``timeout`` passes): where a secret must never appear."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        except psutil.Error:
+            break
+        for p in procs:
+            try:
+                line = " ".join(p.cmdline())
+            except psutil.Error:
+                continue  # it ended between the listing and the read
+            if line not in seen:
+                seen.append(line)
+        time.sleep(0.1)
+    return seen
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

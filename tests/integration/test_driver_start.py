@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
-import psutil
 import pytest
 
 from coldtier import cds
-from helpers import ROOT
+from helpers import ROOT, launch_command_lines
 
 pytestmark = pytest.mark.spark
 
@@ -45,14 +43,7 @@ def test_a_plain_launch_keeps_secrets_off_the_command_line_and_errors_in_one_par
     proc = subprocess.Popen([sys.executable, "-m", "coldtier", "sql", "--config", str(cfg),
                              f"SELECT * FROM jdbc_cat.{job.pipeline}.missing"],
                             env=job.env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: set[str] = set()
-    while proc.poll() is None:  # every process of the launch, sampled until it ends
-        try:
-            procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-            lines.update(" ".join(p.cmdline()) for p in procs)
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
+    lines = launch_command_lines(proc, 300)
     out, err = proc.communicate(timeout=60)
     assert any("SparkSubmit" in line or "spark-submit" in line for line in lines), lines
     assert not [line for line in lines if job.postgres.password in line]

@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, launch_command_lines
 from jobkit import ch_fingerprint, live_feed, progress_lines, spark_fingerprint
 
 pytestmark = pytest.mark.spark
@@ -362,23 +362,7 @@ def test_no_secret_on_any_command_line_log_or_event_log(job, spark):
     out_path, err_path = job.tmp / "sec.out", job.tmp / "sec.err"  # files: a full pipe would block it
     proc = subprocess.Popen([str(ROOT / "scripts" / "spark-submit.sh"), "jobs/offload.py", "run", "--config",
                              str(cfg)], cwd=ROOT, env=env, stdout=open(out_path, "w"), stderr=open(err_path, "w"))
-    deadline = time.monotonic() + 600
-    seen: set[str] = set()
-    lines: list[str] = []
-    while proc.poll() is None and time.monotonic() < deadline:  # sample every process of the launch
-        try:
-            procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        except psutil.Error:
-            break
-        for p in procs:
-            try:
-                line = " ".join(p.cmdline())
-            except psutil.Error:
-                continue
-            if line not in seen:
-                seen.add(line)
-                lines.append(line)
-        time.sleep(0.2)
+    lines = launch_command_lines(proc, 600)  # every process of the launch
     proc.wait(60)
     out, err = out_path.read_text(), err_path.read_text()
     assert proc.returncode == 0, err[-3000:]

@@ -46,7 +46,7 @@ def test_a_jvm_error_reads_as_its_chain_of_causes_without_stack_frames():
     from coldtier.cli import error_text
 
     class Py4JJavaError(Exception):
-        pass
+        """Carries the text py4j gives a JVM failure (error_text reads only str())."""
 
     trace = ("An error occurred while calling o71.sql.\n"
              ": org.apache.iceberg.jdbc.UncheckedSQLException: Failed to connect: jdbc:postgresql://db:5432/cold\n"

@@ -34,6 +34,11 @@ RECENT = 32  # commits read first when looking for a batch
 RESTORED = "/restore-"
 
 
+def app_id_base(pipeline: str, table: str) -> str:
+    """The ``txnAppId`` of this pipeline/table's first generation."""
+    return f"coldtier/{pipeline}/{table}"
+
+
 def generations(base: str, txns: dict[str, int]) -> dict[int, int]:
     """This pipeline/table's app ids in Delta's record: generation (0 for ``base``, N for
     ``base/restore-N``) -> the newest transaction version (batch id) Delta committed under it."""
@@ -163,7 +168,7 @@ class DeltaSink(BatchIdentity):
                 latest = self.latest_batch(pipeline, table)
                 return latest[0] if latest else None
 
-            self._app_id = restore_app_id(f"coldtier/{pipeline}/{table}", self._transactions(), batch_id,
+            self._app_id = restore_app_id(app_id_base(pipeline, table), self._transactions(), batch_id,
                                           lineage_latest)
         return self._app_id
 
@@ -200,7 +205,7 @@ class DeltaSink(BatchIdentity):
                    for r in history]
         try:
             return aged_out(commits, (pipeline, table),
-                            recorded_batch(f"coldtier/{pipeline}/{table}", self._transactions()))
+                            recorded_batch(app_id_base(pipeline, table), self._transactions()))
         except ValueError as exc:
             raise LedgerInconsistent(
                 f"{pipeline}/{table}: Delta's log cleanup deleted the commits of {self.ident} before version "

@@ -227,6 +227,7 @@ class TableRunner:
         """Finish a batch that was planned but not committed (a crash or failure)."""
         self.phase = "recover"
         self._bind()
+        self.sink.read_ahead(self.pipeline, self.table.name)
         self.verify()
         dropped = self.sink.drop_stale_stages(self.pipeline, self.table.name)
         if dropped:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import os
 import shlex
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from coldtier.jvm import jclass
 
 if TYPE_CHECKING:
     from coldtier.config import AppConfig
+
+T = TypeVar("T")
 
 ICEBERG_EXTENSIONS = "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions"
 DELTA_EXTENSIONS = "io.delta.sql.DeltaSparkSessionExtension"
@@ -232,3 +235,40 @@ def quiet_query_context_loggers() -> None:
 
     for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
         PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
+
+
+@dataclass(frozen=True)
+class ReadAhead(Generic[T]):
+    """A read of Spark started in a thread of its own while the caller goes on with other work;
+    ``result()`` waits for it. The thread is a ``pyspark.InheritableThread`` (the caller's
+    scheduler pool), with the caller's session active and the caller's job group suffixed
+    with ``label`` (its jobs are not the caller's: a watcher of the caller's group does not
+    see them). A read that failed gives None: the caller reads again, in its own thread, and
+    meets the error there."""
+
+    thread: Any
+    box: dict[str, Any]
+
+    @classmethod
+    def start(cls, spark: Any, read: Callable[[], T], label: str) -> ReadAhead[T]:
+        from pyspark import InheritableThread
+
+        box: dict[str, Any] = {}
+        sc = spark.sparkContext
+        group = sc.getLocalProperty("spark.jobGroup.id") or "coldtier"
+
+        def run() -> None:
+            try:
+                jclass(spark, "org.apache.spark.sql.SparkSession").setActiveSession(spark._jsparkSession)
+                sc.setJobGroup(f"{group}/{label}", f"{group}: {label}, read ahead", False)
+                box["value"] = read()
+            except Exception:
+                box.clear()
+
+        thread = InheritableThread(run, daemon=True, name=f"coldtier-{label}")
+        thread.start()
+        return cls(thread, box)
+
+    def result(self) -> T | None:
+        self.thread.join()
+        return self.box.get("value")

@@ -385,6 +385,64 @@ def test_delta_ignores_a_replayed_batch_by_its_txn_version(job, spark, capsys):
     assert_source_equals_sink(job, spark, trades.table, job.target("idem"))
 
 
+def test_a_delta_relaunch_reads_the_transaction_record_beside_the_history(job, spark, capsys):
+    """A relaunch's two cold reads of a Delta table, its commit history (the recovery check) and
+    its transaction record (the state rebuild the first write's txnAppId needs), run side by
+    side: the record is read once, started before the check, in a thread and a job group of
+    its own (the fault watcher of the batch's group never mistakes it for the batch's read);
+    the write uses it."""
+    import threading
+
+    from coldtier.faults import FaultHook
+    from coldtier.ledger import Ledger
+    from coldtier.loop import TableRunner
+
+    job.sink = "delta"
+    trades = job.trades()
+    trades.bulk(2000)
+    cfg = job.write_config([job.table_entry("ahead", trades.table)])
+    code, _, err = run_inprocess(capsys, cfg)
+    assert code == 0, err
+    trades.bulk(1000, end_ms_ago=1000)
+    conf = config_mod.load(cfg)
+    runner = TableRunner(conf, conf.tables[0], spark, Ledger(conf.ledger.dsn), FaultHook({}), lambda _: None)
+    sink, reads, checked = runner.sink, [], []
+    read, latest = sink._read_transactions, sink.latest_batch
+
+    def recording_read():
+        sc = spark.sparkContext
+        reads.append((threading.current_thread().name, sc.getLocalProperty("spark.jobGroup.id"),
+                      sc.getLocalProperty("spark.scheduler.pool")))
+        return read()
+
+    def recording_latest(*args):
+        checked.append(sink._ahead is not None)  # the record's read is under way before the check
+        return latest(*args)
+
+    sink._read_transactions, sink.latest_batch = recording_read, recording_latest
+    try:
+        assert runner.recover() is None
+        result = runner.step()
+    finally:
+        runner.close()
+        runner.ledger.close()
+    assert result is not None and result.rows == 1000
+    assert checked == [True]
+    assert reads == [("coldtier-delta-record", f"{runner.job_group}/delta-record", "ahead")]
+    assert sink._app_id == f"coldtier/{job.pipeline}/ahead"
+    assert committed_batches(spark, job, "ahead") == [1, 2]
+    assert_source_equals_sink(job, spark, trades.table, job.target("ahead"))
+
+
+def test_a_read_ahead_gives_its_value_or_none_when_it_failed(spark):
+    """``ReadAhead``: the value of a read made in another thread, or None when it raised (the
+    caller reads again and meets the error in its own thread)."""
+    from coldtier.spark import ReadAhead
+
+    assert ReadAhead.start(spark, lambda: spark.range(5).count(), "count").result() == 5
+    assert ReadAhead.start(spark, lambda: spark.sql("SELECT * FROM no_such_table").count(), "fail").result() is None
+
+
 def test_a_delta_commit_keeps_no_file_list_in_its_checksum(job, spark, capsys):
     """Delta 4.0 keeps a small table's file list in each commit's checksum (``.crc``) and, when the
     JVM's or the session's zone is not UTC (this suite's), verifies it by rebuilding the table's

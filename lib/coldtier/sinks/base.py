@@ -41,6 +41,10 @@ class Sink(Protocol):
     def close(self) -> None:
         """The end of a run: remove what the sink kept staged for a next batch."""
         ...
+    def read_ahead(self, pipeline: str, table: str) -> None:
+        """The start of a run, before the recovery check: begin reading, in the background,
+        what the run's first write of this pipeline/table will need."""
+        ...
     def check_unique(self, pipeline: str, table: str, batch_id: int) -> None:
         """Raise LedgerInconsistent if the batch was ever committed twice."""
         ...

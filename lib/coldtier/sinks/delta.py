@@ -29,6 +29,7 @@ from coldtier.sinks.base import (
     new_columns,
     quote,
 )
+from coldtier.spark import ReadAhead
 
 RECENT = 32  # commits read first when looking for a batch
 RESTORED = "/restore-"
@@ -105,6 +106,7 @@ class DeltaSink(BatchIdentity):
     spark: Any
     target: TargetConfig
     _app_id: str | None = field(default=None, repr=False)
+    _ahead: ReadAhead[dict[str, int] | None] | None = field(default=None, repr=False)
 
     @property
     def ident(self) -> str:
@@ -172,9 +174,28 @@ class DeltaSink(BatchIdentity):
                                           lineage_latest)
         return self._app_id
 
+    def read_ahead(self, pipeline: str, table: str) -> None:
+        """Start reading the table's transaction record (``_transactions``: a rebuild of the
+        table's state from its log, which the run's first write needs for its ``txnAppId``
+        anyway) in the background, while the recovery check reads the commit history: the two
+        cold reads of a relaunch side by side instead of one after the other (a relaunch's
+        first batch 18.4 -> 15.9 s here, docs/tuning.md). Its Spark job runs in the caller's
+        pool, in a job group of its own (``<group>/delta-record``): it is not the batch's read."""
+        if self._app_id is None and self._ahead is None:
+            self._ahead = ReadAhead.start(self.spark, self._read_transactions, "delta-record")
+
     def _transactions(self) -> dict[str, int]:
         """The table's idempotent-write record: app id -> the newest transaction version (the
-        table exists: ``app_id`` is asked only by a write to it)."""
+        table exists: ``app_id`` is asked only by a write to it). Taken from ``read_ahead``
+        when that read found it, else read now."""
+        ahead, self._ahead = self._ahead, None
+        found = ahead.result() if ahead is not None else None
+        return found if found is not None else (self._read_transactions() or {})
+
+    def _read_transactions(self) -> dict[str, int] | None:
+        """The record as the table's current snapshot holds it; None when there is no table."""
+        if not self.exists():
+            return None
         jvm = self.spark._jvm
         snapshot = jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(
             self.spark._jsparkSession, self.path)._2()

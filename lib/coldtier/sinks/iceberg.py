@@ -304,6 +304,9 @@ class IcebergSink(BatchIdentity):
         if kept is not None:
             self._remove_branches(self._jtable(), [kept])
 
+    def read_ahead(self, pipeline: str, table: str) -> None:
+        """Nothing to read ahead: a batch's first write loads the table's metadata, a file read."""
+
     def drop_stale_stages(self, pipeline: str, table: str) -> list[str]:
         """Drop every stage branch of this pipeline/table (what a run that died left: called when
         a run recovers the table, with its lock held, so none is in use); a branch left behind

@@ -25,6 +25,7 @@ from typing import Any
 from coldtier import __version__
 from coldtier import config as config_mod
 from coldtier.config import AppConfig, TableConfig, mask
+from coldtier.consistency import AGED_UNKNOWN, aged_out_vs_ledger
 from coldtier.driver import StopFlag, TableFailure, Trigger, TriggerRecord, run_tables
 from coldtier.errors import (  # noqa: F401  (EXIT_* re-exported: cli.EXIT_SCHEMA)
     EXIT_CONFIG,
@@ -47,7 +48,6 @@ from coldtier.loop import TableRunner, emit_json, ledger_watermark
 from coldtier.metrics import RunMetrics
 from coldtier.offset import Offset
 from coldtier.sinks import make_sink
-from coldtier.sinks.base import AGED_UNKNOWN
 from coldtier.source import Planner, resolve_cursor, source_client
 from coldtier.spark import session_for, shield_jvm_from_stop_signals
 from coldtier.views import plan_doc, status_doc
@@ -232,36 +232,28 @@ def cmd_recover_ledger(cfg: AppConfig, names: list[str] | None) -> int:
 def _keep_aged_out_ledger(cfg: AppConfig, t: TableConfig, ledger: Ledger, sink: Any, aged: int,
                           spark: Any) -> None:
     """The sink's batch commits are gone by age and the lineage holds none: the ledger is the only
-    record of the watermark left. Kept when the sink's own record (Delta's transaction record:
-    ``aged`` is its batch) or, where there is none (expired Iceberg snapshots), the table's rows
-    (they end exactly at the ledger's watermark) agree with it; never emptied (the next run
-    would copy every row again); refused otherwise."""
+    record of the watermark left. Kept when what the sink still has confirms it (the run's own
+    check, ``aged_out_vs_ledger``); never emptied (the next run would copy every row again);
+    refused otherwise."""
     from coldtier.reconcile import rows_end_at
     from coldtier.source import JdbcSource
 
     last_id, wm = ledger_watermark(ledger, cfg.pipeline, t.name)
-    if aged == AGED_UNKNOWN:
+
+    def rows_agree() -> bool:
         spec, cols = resolve_cursor(source_client(cfg, t), t)
         mappings = JdbcSource(cfg.sources[t.connection], t, spec, cols).mappings
-        agrees = last_id > 0 and rows_end_at(spark, sink.ident, spec, mappings, wm)
-        evidence = f"its rows end at the ledger's watermark {wm}" if agrees else \
-            f"its rows do not end at the ledger's watermark {wm} (batch {last_id or 'none'})"
-        gone = "its history ends at a snapshot that was expired"
-    else:
-        agrees = last_id == aged
-        evidence = f"Delta's transaction record holds batch {aged}, the ledger's last committed batch is " \
-                   f"{last_id or 'none'}"
-        gone = "Delta's log cleanup deleted them (older than delta.logRetentionDuration)"
-    where = f"{cfg.pipeline}/{t.name}"
-    if not agrees:
+        return rows_end_at(spark, sink.ident, spec, mappings, wm)
+
+    check = aged_out_vs_ledger(aged, last_id, wm, rows_agree)
+    gone = f"the commits of this pipeline's batches have left {sink.ident} ({sink.aged_out_how})"
+    if not check.agrees:
         raise LedgerInconsistent(
-            f"{where}: the commits of this pipeline's batches have left {sink.ident} ({gone}), and "
-            f"{evidence}: there is no commit left to rebuild the ledger from, and it was left as it is "
-            f"(docs/runbooks/ledger-inconsistent.md).")
+            f"{cfg.pipeline}/{t.name}: {gone}, and {check.evidence}: there is no commit left to rebuild "
+            f"the ledger from, and it was left as it is (docs/runbooks/ledger-inconsistent.md).")
     print(json.dumps({"pipeline": cfg.pipeline, "table": t.name, "batches": None, "watermark_batch": last_id,
                       "watermark": wm.to_json() if wm else None,
-                      "kept": f"the ledger, as it is: the batch commits have left {sink.ident} ({gone}), and "
-                              f"{evidence}"}))
+                      "kept": f"the ledger, as it is: {gone}, and {check.evidence}"}))
 
 
 def cmd_adopt(cfg: AppConfig, names: list[str] | None, from_identity: str) -> int:

@@ -9,9 +9,13 @@ commit and the ledger's, and recovery completes it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 
 from coldtier.offset import Offset
+
+AGED_UNKNOWN = 0  # aged_out_batch: the batch commits may have left the lineage; which, unknown
 
 
 class Verdict(Enum):
@@ -36,3 +40,28 @@ def ledger_vs_sink(last_id: int, watermark: Offset | None, sunk_id: int, sunk_en
     if sunk_id and sunk_end != watermark:
         return Verdict.WATERMARK_DIFFERS
     return Verdict.CONSISTENT
+
+
+@dataclass(frozen=True)
+class AgedOut:
+    """The ledger against a sink whose batch commits have left its lineage by age: whether what
+    the sink still has confirms the ledger, and what was compared (for the message)."""
+
+    agrees: bool
+    evidence: str
+
+
+def aged_out_vs_ledger(aged: int, last_id: int, watermark: Offset | None,
+                       rows_end_at_watermark: Callable[[], bool]) -> AgedOut:
+    """``aged``: what the sink's ``aged_out_batch`` said (not None). Where the sink's own record
+    names its newest batch (Delta's transaction record), the ledger's last committed batch must
+    be that one; where nothing does (``AGED_UNKNOWN``: expired Iceberg snapshots), the table's
+    rows must end exactly at the ledger's watermark (``rows_end_at_watermark``, a query: asked
+    only then, and only for a ledger that has a watermark)."""
+    if aged == AGED_UNKNOWN:
+        if last_id > 0 and rows_end_at_watermark():
+            return AgedOut(True, f"its rows end at the ledger's watermark {watermark}")
+        return AgedOut(False, f"its rows do not end at the ledger's watermark {watermark} "
+                              f"(batch {last_id or 'none'})")
+    return AgedOut(aged == last_id, f"its transaction record holds batch {aged}, the ledger's last "
+                                    f"committed batch is {last_id or 'none'}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coldtier.config import AppConfig, TableConfig
-from coldtier.consistency import Verdict, ledger_vs_sink
+from coldtier.consistency import AGED_UNKNOWN, Verdict, aged_out_vs_ledger, ledger_vs_sink
 from coldtier.errors import LedgerInconsistent, ShortRead, StageLost
 from coldtier.faults import FaultHook
 from coldtier.jvm import jclass
@@ -31,7 +31,6 @@ from coldtier.offset import Offset, offset_fields
 from coldtier.reconcile import rows_end_at
 from coldtier.records import Batch, BatchMetrics
 from coldtier.sinks import make_sink
-from coldtier.sinks.base import AGED_UNKNOWN
 from coldtier.source import (
     UTF8_MARK,
     JdbcSource,
@@ -89,7 +88,7 @@ class TableRunner:
         self.client = source_client(self.cfg, self.table)
         self._describe()
         self.sink = make_sink(self.spark, self.table.target)
-        self.kind = "Delta" if self.table.target.format == "delta" else "Iceberg"
+        self.kind = self.sink.kind
         self.pipeline = self.cfg.pipeline
         try:
             self.ttl_expr = self.planner.ttl_expression()
@@ -135,9 +134,9 @@ class TableRunner:
                 raise LedgerInconsistent(
                     f"{self.pipeline}/{self.table.name}: the ledger has no batches but {self.kind}'s "
                     f"transaction record of {self.sink.ident} holds batch {aged} of this pipeline, whose "
-                    f"commits the log cleanup deleted (older than delta.logRetentionDuration); running "
-                    f"would copy rows again, and recover-ledger cannot rebuild a watermark from a deleted "
-                    f"commit. Restore the ledger from a backup (docs/runbooks/ledger-inconsistent.md).")
+                    f"commits have left the table ({self.sink.aged_out_how}); running would copy rows "
+                    f"again, and recover-ledger cannot rebuild a watermark from commits that are gone. "
+                    f"Restore the ledger from a backup (docs/runbooks/ledger-inconsistent.md).")
             if found:
                 others = ", ".join(f"{p}/{t} (batch {b})" for (p, t), (b, _) in found.items())
                 first = next(iter(found))
@@ -156,30 +155,18 @@ class TableRunner:
         sunk_id, sunk_end = (sunk[0], Offset.from_json(sunk[1])) if sunk else (0, None)
         where = f"{self.pipeline}/{self.table.name}"
         aged = self.sink.aged_out_batch(self.pipeline, self.table.name) if sunk is None and last_id else None
-        if aged == AGED_UNKNOWN:
-            if not rows_end_at(self.spark, self.sink.ident, self.spec, self.source.mappings, wm):
-                raise LedgerInconsistent(
-                    f"{where}: {self.sink.ident} no longer holds the snapshots of this pipeline's batches: "
-                    f"its history ends at a snapshot that was expired (another process's expire_snapshots, "
-                    f"after rewrites of its own, while the table got no batch), and its rows do not end "
-                    f"at the ledger's watermark {wm} (batch {last_id}): coldtier cannot tell which is right. "
-                    f"recover-ledger cannot rebuild from expired snapshots "
-                    f"(docs/runbooks/ledger-inconsistent.md).")
-            print(f"coldtier: {where}: the snapshot of batch {last_id} was expired from {self.sink.ident}; "
-                  f"the table's rows end at the ledger's watermark, and the run goes on from it",
-                  file=sys.stderr, flush=True)
-            return
         if aged is not None:
-            if aged != last_id:
+            check = aged_out_vs_ledger(aged, last_id, wm, lambda: rows_end_at(
+                self.spark, self.sink.ident, self.spec, self.source.mappings, wm))
+            gone = (f"the commits of this pipeline's batches have left {self.sink.ident} "
+                    f"({self.sink.aged_out_how})")
+            if not check.agrees:
                 raise LedgerInconsistent(
-                    f"{where}: the ledger's last committed batch is {last_id} but {self.kind}'s transaction "
-                    f"record of {self.sink.ident} holds batch {aged}, whose commit the log cleanup deleted "
-                    f"(older than delta.logRetentionDuration); recover-ledger cannot rebuild a watermark "
-                    f"from a deleted commit. Restore the ledger from a backup "
+                    f"{where}: {gone}, and {check.evidence}: coldtier cannot tell which is right, and "
+                    f"recover-ledger cannot rebuild a watermark from commits that are gone "
                     f"(docs/runbooks/ledger-inconsistent.md).")
-            print(f"coldtier: {where}: the commit of batch {last_id} has left {self.sink.ident}'s log (older "
-                  f"than delta.logRetentionDuration); {self.kind}'s transaction record confirms it, and the "
-                  f"run goes on from the ledger's watermark", file=sys.stderr, flush=True)
+            print(f"coldtier: {where}: {gone}; {check.evidence}, which confirms it: the run goes on "
+                  f"from the ledger's watermark", file=sys.stderr, flush=True)
             return
         verdict = ledger_vs_sink(last_id, wm, sunk_id, sunk_end,
                                  self._planned_id() if sunk_id > last_id else None)

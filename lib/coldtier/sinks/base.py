@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+from coldtier.consistency import AGED_UNKNOWN  # noqa: F401  (also importable from here)
 from coldtier.errors import SchemaConflict, ShortRead  # noqa: F401  (also importable from here)
 from coldtier.records import Batch, SnapshotInfo
 
@@ -20,11 +21,12 @@ P_PIPELINE = "coldtier.pipeline"
 P_TABLE = "coldtier.table"
 P_BATCH = "coldtier.batch-id"
 P_END = "coldtier.end-cursor"
-AGED_UNKNOWN = 0  # aged_out_batch: the batch commits may have left the lineage; which, unknown
 
 
 class Sink(Protocol):
     ident: str
+    kind: ClassVar[str]  # the table format, for messages: "Iceberg", "Delta"
+    aged_out_how: ClassVar[str]  # how batch commits leave this format's lineage by age
 
     def exists(self) -> bool: ...
     def ensure(self, schema: Any) -> list[str]: ...

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from coldtier.config import TargetConfig
 from coldtier.errors import LedgerInconsistent
@@ -103,6 +103,8 @@ def restore_app_id(base: str, txns: dict[str, int], batch_id: int,
 
 @dataclass
 class DeltaSink(BatchIdentity):
+    kind: ClassVar[str] = "Delta"
+    aged_out_how: ClassVar[str] = "Delta's log cleanup deleted them, older than delta.logRetentionDuration"
     spark: Any
     target: TargetConfig
     _app_id: str | None = field(default=None, repr=False)

@@ -28,7 +28,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from coldtier.config import TargetConfig
 from coldtier.errors import LedgerInconsistent, StageLost
@@ -69,6 +69,10 @@ def stage_prefix(pipeline: str, table: str) -> str:
 
 @dataclass
 class IcebergSink(BatchIdentity):
+    kind: ClassVar[str] = "Iceberg"
+    aged_out_how: ClassVar[str] = ("its history ends at a snapshot that was expired: another "
+                                   "process's expire_snapshots, after rewrites of its own, while "
+                                   "the table got no batch")
     spark: Any
     target: TargetConfig
     _seen: bool = field(default=False, repr=False)

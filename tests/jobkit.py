@@ -204,16 +204,38 @@ def assert_source_equals_sink(job: JobEnv, spark: Any, source_table: str, target
     assert got["keys"] == got["n"]
 
 
+def offloaded(job: JobEnv, capsys: Any, name: str, rows: int, *args: str,
+              **entry: Any) -> tuple[TradeTable, Path, list[dict[str, Any]]]:
+    """``rows`` historical trades and a config whose table ``name`` copies them (``entry``: its
+    YAML entry's other keys), after one run of it with ``args``: (trades, config, progress)."""
+    trades = job.trades()
+    trades.bulk(rows)
+    cfg = job.write_config([job.table_entry(name, trades.table, **entry)])
+    code, progress, err = run_inprocess(capsys, cfg, *args)
+    assert code == 0, err
+    return trades, cfg, progress
+
+
 def three_batches(job: JobEnv, capsys: Any, name: str) -> tuple[TradeTable, Path]:
     """9000 trades offloaded in three committed 3000-row batches: the starting point of the
     ledger-corruption and lost-ledger tests."""
-    trades = job.trades()
-    trades.bulk(9000)
-    cfg = job.write_config([job.table_entry(name, trades.table, batch={"max_rows": 3000})])
-    code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
-    assert code == 0, err
+    trades, cfg, progress = offloaded(job, capsys, name, 9000, "--trigger", "available-now",
+                                      batch={"max_rows": 3000})
     assert len(progress) == 3
     return trades, cfg
+
+
+def table_runner(spark: Any, config: Path, ledger: Any = None) -> Any:
+    """The ``TableRunner`` of a config's first table, in the test process: no fault, progress
+    dropped; its own ledger connection unless one is given."""
+    from coldtier import config as config_mod
+    from coldtier.faults import FaultHook
+    from coldtier.ledger import Ledger
+    from coldtier.loop import TableRunner
+
+    conf = config_mod.load(config)
+    return TableRunner(conf, conf.tables[0], spark, ledger or Ledger(conf.ledger.dsn), FaultHook({}),
+                       lambda _: None)
 
 
 def live_feed(job: JobEnv, seconds: int, rate: int = 200) -> subprocess.Popen:

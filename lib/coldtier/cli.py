@@ -245,15 +245,14 @@ def _keep_aged_out_ledger(cfg: AppConfig, t: TableConfig, ledger: Ledger, sink: 
         mappings = JdbcSource(cfg.sources[t.connection], t, spec, cols).mappings
         return rows_end_at(spark, sink.ident, spec, mappings, wm)
 
-    check = aged_out_vs_ledger(aged, last_id, wm, rows_agree)
-    gone = f"the commits of this pipeline's batches have left {sink.ident} ({sink.aged_out_how})"
+    check = aged_out_vs_ledger(aged, last_id, wm, rows_agree, sink.ident, sink.aged_out_how)
     if not check.agrees:
         raise LedgerInconsistent(
-            f"{cfg.pipeline}/{t.name}: {gone}, and {check.evidence}: there is no commit left to rebuild "
-            f"the ledger from, and it was left as it is (docs/runbooks/ledger-inconsistent.md).")
+            f"{cfg.pipeline}/{t.name}: {check.gone}, and {check.evidence}: there is no commit left to "
+            f"rebuild the ledger from, and it was left as it is (docs/runbooks/ledger-inconsistent.md).")
     print(json.dumps({"pipeline": cfg.pipeline, "table": t.name, "batches": None, "watermark_batch": last_id,
                       "watermark": wm.to_json() if wm else None,
-                      "kept": f"the ledger, as it is: {gone}, and {check.evidence}"}))
+                      "kept": f"the ledger, as it is: {check.gone}, and {check.evidence}"}))
 
 
 def cmd_adopt(cfg: AppConfig, names: list[str] | None, from_identity: str) -> int:

@@ -45,23 +45,27 @@ def ledger_vs_sink(last_id: int, watermark: Offset | None, sunk_id: int, sunk_en
 @dataclass(frozen=True)
 class AgedOut:
     """The ledger against a sink whose batch commits have left its lineage by age: whether what
-    the sink still has confirms the ledger, and what was compared (for the message)."""
+    the sink still has confirms the ledger; for the message, how the commits left and what was
+    compared."""
 
     agrees: bool
+    gone: str
     evidence: str
 
 
 def aged_out_vs_ledger(aged: int, last_id: int, watermark: Offset | None,
-                       rows_end_at_watermark: Callable[[], bool]) -> AgedOut:
+                       rows_end_at_watermark: Callable[[], bool], sink: str, how: str) -> AgedOut:
     """``aged``: what the sink's ``aged_out_batch`` said (not None). Where the sink's own record
     names its newest batch (Delta's transaction record), the ledger's last committed batch must
     be that one; where nothing does (``AGED_UNKNOWN``: expired Iceberg snapshots), the table's
     rows must end exactly at the ledger's watermark (``rows_end_at_watermark``, a query: asked
-    only then, and only for a ledger that has a watermark)."""
+    only then, and only for a ledger that has a watermark). ``sink``, ``how``: the table and
+    how its format loses batch commits by age (the sink's ``aged_out_how``)."""
+    gone = f"the commits of this pipeline's batches have left {sink} ({how})"
     if aged == AGED_UNKNOWN:
         if last_id > 0 and rows_end_at_watermark():
-            return AgedOut(True, f"its rows end at the ledger's watermark {watermark}")
-        return AgedOut(False, f"its rows do not end at the ledger's watermark {watermark} "
-                              f"(batch {last_id or 'none'})")
-    return AgedOut(aged == last_id, f"its transaction record holds batch {aged}, the ledger's last "
-                                    f"committed batch is {last_id or 'none'}")
+            return AgedOut(True, gone, f"its rows end at the ledger's watermark {watermark}")
+        return AgedOut(False, gone, f"its rows do not end at the ledger's watermark {watermark} "
+                                    f"(batch {last_id or 'none'})")
+    return AgedOut(aged == last_id, gone, f"its transaction record holds batch {aged}, the ledger's "
+                                          f"last committed batch is {last_id or 'none'}")

@@ -25,7 +25,6 @@ from coldtier.config import AppConfig, TableConfig
 from coldtier.consistency import AGED_UNKNOWN, Verdict, aged_out_vs_ledger, ledger_vs_sink
 from coldtier.errors import LedgerInconsistent, ShortRead, StageLost
 from coldtier.faults import FaultHook
-from coldtier.jvm import jclass
 from coldtier.ledger import Ledger
 from coldtier.offset import Offset, offset_fields
 from coldtier.reconcile import rows_end_at
@@ -39,6 +38,7 @@ from coldtier.source import (
     resolve_cursor,
     source_client,
 )
+from coldtier.spark import activate
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,6 @@ class TableRunner:
         self.client = source_client(self.cfg, self.table)
         self._describe()
         self.sink = make_sink(self.spark, self.table.target)
-        self.kind = self.sink.kind
         self.pipeline = self.cfg.pipeline
         try:
             self.ttl_expr = self.planner.ttl_expression()
@@ -126,13 +125,13 @@ class TableRunner:
                 return 0, None  # the first batch crashed between the sink and the ledger commit
             if sunk is not None:
                 raise LedgerInconsistent(
-                    f"{self.pipeline}/{self.table.name}: the ledger has no batches but {self.kind} table "
-                    f"{self.sink.ident} holds batch {sunk[0]} of this pipeline; running would copy rows "
-                    f"again. Run recover-ledger.")
+                    f"{self.pipeline}/{self.table.name}: the ledger has no batches but {self.sink.kind} "
+                    f"table {self.sink.ident} holds batch {sunk[0]} of this pipeline; running would copy "
+                    f"rows again. Run recover-ledger.")
             aged = None if sunk is not None else self.sink.aged_out_batch(self.pipeline, self.table.name)
             if aged is not None and aged != AGED_UNKNOWN:  # (an expired Iceberg history: nothing says whose)
                 raise LedgerInconsistent(
-                    f"{self.pipeline}/{self.table.name}: the ledger has no batches but {self.kind}'s "
+                    f"{self.pipeline}/{self.table.name}: the ledger has no batches but {self.sink.kind}'s "
                     f"transaction record of {self.sink.ident} holds batch {aged} of this pipeline, whose "
                     f"commits have left the table ({self.sink.aged_out_how}); running would copy rows "
                     f"again, and recover-ledger cannot rebuild a watermark from commits that are gone. "
@@ -141,11 +140,11 @@ class TableRunner:
                 others = ", ".join(f"{p}/{t} (batch {b})" for (p, t), (b, _) in found.items())
                 first = next(iter(found))
                 raise LedgerInconsistent(
-                    f"{self.pipeline}/{self.table.name}: {self.kind} table {self.sink.ident} already holds "
-                    f"coldtier batches of {others}; starting {self.pipeline}/{self.table.name} from nothing "
-                    f"would copy every row the hot tier still has again. If the pipeline or table was "
-                    f"renamed, adopt its watermark: coldtier adopt --config FILE --tables {self.table.name} "
-                    f"--from {first[0]}/{first[1]}.")
+                    f"{self.pipeline}/{self.table.name}: {self.sink.kind} table {self.sink.ident} already "
+                    f"holds coldtier batches of {others}; starting {self.pipeline}/{self.table.name} from "
+                    f"nothing would copy every row the hot tier still has again. If the pipeline or table "
+                    f"was renamed, adopt its watermark: coldtier adopt --config FILE --tables "
+                    f"{self.table.name} --from {first[0]}/{first[1]}.")
         return last_id, wm
 
     def verify(self) -> None:
@@ -157,15 +156,14 @@ class TableRunner:
         aged = self.sink.aged_out_batch(self.pipeline, self.table.name) if sunk is None and last_id else None
         if aged is not None:
             check = aged_out_vs_ledger(aged, last_id, wm, lambda: rows_end_at(
-                self.spark, self.sink.ident, self.spec, self.source.mappings, wm))
-            gone = (f"the commits of this pipeline's batches have left {self.sink.ident} "
-                    f"({self.sink.aged_out_how})")
+                self.spark, self.sink.ident, self.spec, self.source.mappings, wm),
+                self.sink.ident, self.sink.aged_out_how)
             if not check.agrees:
                 raise LedgerInconsistent(
-                    f"{where}: {gone}, and {check.evidence}: coldtier cannot tell which is right, and "
+                    f"{where}: {check.gone}, and {check.evidence}: coldtier cannot tell which is right, and "
                     f"recover-ledger cannot rebuild a watermark from commits that are gone "
                     f"(docs/runbooks/ledger-inconsistent.md).")
-            print(f"coldtier: {where}: {gone}; {check.evidence}, which confirms it: the run goes on "
+            print(f"coldtier: {where}: {check.gone}; {check.evidence}, which confirms it: the run goes on "
                   f"from the ledger's watermark", file=sys.stderr, flush=True)
             return
         verdict = ledger_vs_sink(last_id, wm, sunk_id, sunk_end,
@@ -174,20 +172,20 @@ class TableRunner:
             return  # recover() completes it
         if verdict is Verdict.LEDGER_BEHIND:
             raise LedgerInconsistent(
-                f"{where}: the ledger is behind {self.kind}: its last committed batch is {last_id} but "
+                f"{where}: the ledger is behind {self.sink.kind}: its last committed batch is {last_id} but "
                 f"{self.sink.ident} holds batch {sunk_id}; running would copy rows again. "
                 f"Run recover-ledger.")
         if verdict is Verdict.LEDGER_AHEAD:
             raise LedgerInconsistent(
-                f"{where}: the ledger is ahead of {self.kind}: it records batch {last_id} as committed but "
-                f"the newest batch in {self.sink.ident} is {sunk_id or 'none'}; running would skip rows. "
+                f"{where}: the ledger is ahead of {self.sink.kind}: it records batch {last_id} as committed "
+                f"but the newest batch in {self.sink.ident} is {sunk_id or 'none'}; running would skip rows. "
                 f"Run recover-ledger (or restore the table's snapshots).")
         if sunk is not None:
             self.sink.check_unique(self.pipeline, self.table.name, sunk_id)
         if verdict is Verdict.WATERMARK_DIFFERS:
             raise LedgerInconsistent(
                 f"{where}: the watermark {wm} differs from the end cursor {sunk[1] if sunk else None} that "
-                f"{self.kind} recorded for batch {sunk_id}. Run recover-ledger.")
+                f"{self.sink.kind} recorded for batch {sunk_id}. Run recover-ledger.")
 
     def _planned_id(self) -> int | None:
         """The batch the ledger holds as planned (not committed), if any."""
@@ -203,9 +201,7 @@ class TableRunner:
         FAIR pool (a big backfill shares the executors with the live tables instead of queueing
         them) and job group (named in Spark's UI, watched by the fault hook)."""
         sc = self.spark.sparkContext
-        # a JVM thread of py4j starts without an active session: its SQL conf would be the
-        # defaults (the JVM's time zone, not the session's UTC), and plans built there go wrong
-        jclass(self.spark, "org.apache.spark.sql.SparkSession").setActiveSession(self.spark._jsparkSession)
+        activate(self.spark)
         sc.setLocalProperty("spark.scheduler.pool", self.table.name)
         sc.setJobGroup(self.job_group, f"coldtier {self.pipeline}/{self.table.name}", False)
 

@@ -6,6 +6,7 @@ import os
 import shlex
 import tempfile
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -237,38 +238,42 @@ def quiet_query_context_loggers() -> None:
         PySparkLogger.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def activate(spark: Any) -> None:
+    """Make ``spark`` the active session of the calling thread: a JVM thread of py4j starts
+    without one, and its SQL conf would be the defaults (the JVM's time zone, not the
+    session's UTC): plans built there go wrong."""
+    jclass(spark, "org.apache.spark.sql.SparkSession").setActiveSession(spark._jsparkSession)
+
+
 @dataclass(frozen=True)
 class ReadAhead(Generic[T]):
     """A read of Spark started in a thread of its own while the caller goes on with other work;
     ``result()`` waits for it. The thread is a ``pyspark.InheritableThread`` (the caller's
-    scheduler pool), with the caller's session active and the caller's job group suffixed
-    with ``label`` (its jobs are not the caller's: a watcher of the caller's group does not
-    see them). A read that failed gives None: the caller reads again, in its own thread, and
+    scheduler pool), with the session active and the caller's job group suffixed with
+    ``label`` (its jobs are not the caller's: a watcher of the caller's group does not see
+    them). A read that failed gives None: the caller reads again, in its own thread, and
     meets the error there."""
 
-    thread: Any
-    box: dict[str, Any]
+    future: Future[T]
 
     @classmethod
     def start(cls, spark: Any, read: Callable[[], T], label: str) -> ReadAhead[T]:
         from pyspark import InheritableThread
 
-        box: dict[str, Any] = {}
+        future: Future[T] = Future()
         sc = spark.sparkContext
         group = sc.getLocalProperty("spark.jobGroup.id") or "coldtier"
 
         def run() -> None:
             try:
-                jclass(spark, "org.apache.spark.sql.SparkSession").setActiveSession(spark._jsparkSession)
+                activate(spark)
                 sc.setJobGroup(f"{group}/{label}", f"{group}: {label}, read ahead", False)
-                box["value"] = read()
-            except Exception:
-                box.clear()
+                future.set_result(read())
+            except Exception as exc:
+                future.set_exception(exc)
 
-        thread = InheritableThread(run, daemon=True, name=f"coldtier-{label}")
-        thread.start()
-        return cls(thread, box)
+        InheritableThread(run, daemon=True, name=f"coldtier-{label}").start()
+        return cls(future)
 
     def result(self) -> T | None:
-        self.thread.join()
-        return self.box.get("value")
+        return None if self.future.exception() is not None else self.future.result()

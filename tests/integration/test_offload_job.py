@@ -22,8 +22,10 @@ from jobkit import (
     SINKS,
     assert_source_equals_sink,
     committed_batches,
+    offloaded,
     progress_lines,
     run_inprocess,
+    table_runner,
     three_batches,
 )
 
@@ -364,21 +366,10 @@ def test_lost_ledger_is_refused_then_rebuilt_from_the_sink(job, spark, capsys):
 def test_delta_ignores_a_replayed_batch_by_its_txn_version(job, spark, capsys):
     """Delta's own idempotent write: the same batch appended again (same txnAppId/txnVersion)
     is skipped by Delta itself, even with the ledger out of the picture."""
-    from coldtier.ledger import Ledger
-
     job.sink = "delta"
-    trades = job.trades()
-    trades.bulk(5000)
-    cfg = job.write_config([job.table_entry("idem", trades.table)])
-    code, _, err = run_inprocess(capsys, cfg)
-    assert code == 0, err
-    conf = config_mod.load(cfg)
-    ledger = Ledger(conf.ledger.dsn)
-    batch = ledger.last_committed(job.pipeline, "idem")
-    ledger.close()
-    from coldtier.loop import TableRunner
-
-    runner = TableRunner(conf, conf.tables[0], spark, Ledger(conf.ledger.dsn), None, lambda _: None)
+    trades, cfg, _ = offloaded(job, capsys, "idem", 5000)
+    runner = table_runner(spark, cfg)
+    batch = runner.ledger.last_committed(job.pipeline, "idem")
     again = runner.sink.append(runner._frame(batch), batch)  # a replay of batch 1, bypassing the ledger
     assert again.batch_id == 1 and committed_batches(spark, job, "idem") == [1]
     assert spark.table(job.target("idem")).count() == 5000
@@ -393,19 +384,10 @@ def test_a_delta_relaunch_reads_the_transaction_record_beside_the_history(job, s
     the write uses it."""
     import threading
 
-    from coldtier.faults import FaultHook
-    from coldtier.ledger import Ledger
-    from coldtier.loop import TableRunner
-
     job.sink = "delta"
-    trades = job.trades()
-    trades.bulk(2000)
-    cfg = job.write_config([job.table_entry("ahead", trades.table)])
-    code, _, err = run_inprocess(capsys, cfg)
-    assert code == 0, err
+    trades, cfg, _ = offloaded(job, capsys, "ahead", 2000)
     trades.bulk(1000, end_ms_ago=1000)
-    conf = config_mod.load(cfg)
-    runner = TableRunner(conf, conf.tables[0], spark, Ledger(conf.ledger.dsn), FaultHook({}), lambda _: None)
+    runner = table_runner(spark, cfg)
     sink, reads, checked = runner.sink, [], []
     read, latest = sink._read_transactions, sink.latest_batch
 
@@ -473,7 +455,6 @@ def test_an_iceberg_batch_is_two_commits_and_a_run_leaves_no_stage(job, spark, c
     past it: the next batch stages on a new branch on top of that commit and is published as it
     was staged. The end of the run drops the stage; a stage holding a batch that was never
     published, found by the next run's recovery, is dropped and reported."""
-    from coldtier.faults import FaultHook
     from coldtier.ledger import Ledger
     from coldtier.loop import TableRunner
     from coldtier.sinks.iceberg import stage_prefix
@@ -487,7 +468,7 @@ def test_an_iceberg_batch_is_two_commits_and_a_run_leaves_no_stage(job, spark, c
     ledger.ensure_schema()
 
     def runner() -> TableRunner:
-        return TableRunner(conf, conf.tables[0], spark, ledger, FaultHook({}), lambda _: None)
+        return table_runner(spark, cfg, ledger)
 
     def commits() -> int:  # each commit of the table writes one metadata file
         return spark.sql(f"SELECT count(*) FROM {target}.metadata_log_entries").collect()[0][0]

@@ -43,7 +43,7 @@ def _never() -> bool:
 def test_aged_out_vs_ledger(aged, last_id, rows, agrees):
     """Batch commits gone by age: the sink's own record decides where there is one, the table's
     rows where there is none; the rows are queried only then, and only against a watermark."""
-    check = aged_out_vs_ledger(aged, last_id, B if last_id else None, rows)
+    check = aged_out_vs_ledger(aged, last_id, B if last_id else None, rows, "db.t", "how they left")
     assert check.agrees is agrees
     if aged == AGED_UNKNOWN:
         assert "watermark" in check.evidence and ("do not end" in check.evidence) is not agrees

@@ -180,11 +180,13 @@ class DeltaSink(BatchIdentity):
         """Start reading the table's transaction record (``_transactions``: a rebuild of the
         table's state from its log, which the run's first write needs for its ``txnAppId``
         anyway) in the background, while the recovery check reads the commit history: the two
-        cold reads of a relaunch side by side instead of one after the other (a relaunch's
-        first batch 18.4 -> 15.9 s here, docs/tuning.md). Its Spark job runs in the caller's
-        pool, in a job group of its own (``<group>/delta-record``): it is not the batch's read."""
+        cold reads of a relaunch side by side instead of one after the other (a relaunch to its
+        first batch 19.0 -> 17.1 s here, docs/tuning.md). Its Spark job runs in the caller's
+        pool, in a job group of its own (``<group>/delta-record``): it is not the batch's read.
+        A table that does not exist yet has no record to read (the first write creates it)."""
         if self._app_id is None and self._ahead is None:
-            self._ahead = ReadAhead.start(self.spark, self._read_transactions, "delta-record")
+            self._ahead = ReadAhead.start(
+                self.spark, lambda: self._read_transactions() if self.exists() else None, "delta-record")
 
     def _transactions(self) -> dict[str, int]:
         """The table's idempotent-write record: app id -> the newest transaction version (the
@@ -192,12 +194,10 @@ class DeltaSink(BatchIdentity):
         when that read found it, else read now."""
         ahead, self._ahead = self._ahead, None
         found = ahead.result() if ahead is not None else None
-        return found if found is not None else (self._read_transactions() or {})
+        return found if found is not None else self._read_transactions()
 
-    def _read_transactions(self) -> dict[str, int] | None:
-        """The record as the table's current snapshot holds it; None when there is no table."""
-        if not self.exists():
-            return None
+    def _read_transactions(self) -> dict[str, int]:
+        """The record as the table's current snapshot holds it."""
         jvm = self.spark._jvm
         snapshot = jvm.org.apache.spark.sql.delta.DeltaLog.forTableWithSnapshot(
             self.spark._jsparkSession, self.path)._2()

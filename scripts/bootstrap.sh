@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Installs what coldtier needs on a fresh machine, idempotently:
-#   - Java 17, PostgreSQL, Prometheus (server + promtool) and docker-compose from Debian (as root,
-#     when absent): the tests evaluate the shipped alerts in a real Prometheus and validate
-#     docker-compose.yml with `docker-compose config` (no Docker engine needed)
+#   - Java 17 (a JDK: javac builds lib/java), PostgreSQL, Prometheus (server + promtool) and
+#     docker-compose from Debian (as root, when absent): the tests evaluate the shipped alerts
+#     in a real Prometheus and validate docker-compose.yml with `docker-compose config` (no
+#     Docker engine needed)
 #   - .venv from requirements.txt, with coldtier installed editable (the `coldtier` command)
 #   - the Spark-side jars, resolved once into the Ivy cache (--packages)
+#   - coldtier's own JVM classes (lib/java → build/jars/coldtier-native-*.jar)
 #   - the driver JVM's class-data archive (build/jvm/), trained once per JDK/pyspark/packages
 set -euo pipefail
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac  # runuser, useradd (cron's PATH lacks them)
 cd "$(dirname "$0")/.."
 
 apt_pkgs=()
-command -v java >/dev/null 2>&1 || apt_pkgs+=(openjdk-17-jre-headless)
+# a JDK, not only a JRE: javac builds coldtier's own JVM classes (lib/java, the Native reader)
+{ command -v java && command -v javac; } >/dev/null 2>&1 || apt_pkgs+=(openjdk-17-jdk-headless)
 command -v curl >/dev/null 2>&1 || apt_pkgs+=(curl)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || apt_pkgs+=(postgresql)
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || apt_pkgs+=(prometheus)
@@ -46,6 +49,8 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$jwant" ]; then
   PYTHONPATH=lib .venv/bin/python -m coldtier.deps --resolve
   echo "$jwant" > "$stamp"
 fi
+# coldtier's own JVM classes (lib/java) into build/jars/: a few seconds of javac, once per change.
+PYTHONPATH=lib .venv/bin/python -m coldtier.deps --native >/dev/null
 # The driver JVM's class-data archive (build/jvm/, ~1 min once): a driver then starts in about
 # half the time. Trained again when the JDK, pyspark or the packages change.
 if ! PYTHONPATH=lib .venv/bin/python -m coldtier.cds --if-missing --check; then

@@ -116,6 +116,7 @@ def spark(warehouse: Path, postgres: Postgres):
     ``hadoop_cat`` (a warehouse directory) and ``jdbc_cat`` (stored in PostgreSQL)."""
     conf = {
         "spark.jars.packages": deps.load().packages_arg,
+        "spark.jars": str(deps.native_jar(deps.repo_root())),
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": "false",

@@ -70,8 +70,9 @@ class Gates:
       code it does not retry, such as 160 TOO_SLOW, fails the read);
     - ``NAME.pace`` holds a number of seconds: a streamed answer waits that long after each
       block it sends (a slow network, so that a test can act while rows are in flight).
-    A schema probe (``… WHERE 1=0``, what Spark's JDBC reader sends to learn the columns) and
-    INSERTs pass untouched. Off unless the server was started with ``--gate-dir``.
+    A schema probe (``… WHERE 1=0``, what Spark's JDBC reader sends to learn the columns; ``DESCRIBE
+    …``, what coldtier's Native reader sends) and INSERTs pass untouched. Off unless the server
+    was started with ``--gate-dir``.
     """
 
     HOLD_LIMIT_S = 600.0
@@ -96,7 +97,8 @@ class Gates:
 
     def check(self, settings: dict[str, str], sql: str) -> None:
         tag = settings.get("log_comment")
-        if not tag or re.search(r"WHERE\s+1\s*=\s*0\s*$", sql.strip(), re.I):
+        if not tag or re.search(r"WHERE\s+1\s*=\s*0\s*$", sql.strip(), re.I) \
+                or re.match(r"\s*DESCRIBE\b", sql, re.I):
             return
         base = os.path.join(self.dir, self.name(tag))
         with open(base + ".queries", "a") as fh:

@@ -303,7 +303,7 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
     import time as _time
 
     from coldtier.reconcile import parse_bucket, reconcile_table
-    from coldtier.source import JdbcSource
+    from coldtier.source import make_source
 
     bucket_s = parse_bucket(bucket)
     since_s = _when(since, _time.time())
@@ -316,7 +316,7 @@ def cmd_reconcile(cfg: AppConfig, names: list[str] | None, since: str, until: st
         for t in tables:
             client = source_client(cfg, t)
             spec, cols = resolve_cursor(client, t)
-            source = JdbcSource(cfg.sources[t.connection], t, spec, cols)
+            source = make_source(cfg.sources[t.connection], t, spec, cols)
             _, wm = ledger_watermark(ledger, cfg.pipeline, t.name)
 
             def record(m: Any, snapshot: int | None, name: str = t.name) -> None:

@@ -5,6 +5,8 @@
 ``scripts/spark-submit.sh`` then passes with ``--jars``, so that a launch resolves nothing);
 ``--fetch DIR`` (scripts/fetch-jars.sh) copies the resolved jars into DIR, for clusters
 without internet (``COLDTIER_JARS_DIR=DIR scripts/spark-submit.sh …`` then uses ``--jars``).
+``--native`` builds coldtier's own JVM classes (``lib/java``: the Native-format reader) into
+``build/jars/`` (``native_jar``; every launch does so when they are missing or stale).
 """
 
 from __future__ import annotations
@@ -126,6 +128,49 @@ def fetch(dest: Path, packages: list[str]) -> list[Path]:
     return [Path(shutil.copy2(jar, dest / jar.name)) for jar in resolve(packages)]
 
 
+def native_jar(root: Path) -> Path:
+    """coldtier's own JVM classes (``lib/java``), compiled against the Spark jars of the installed
+    pyspark into ``build/jars/coldtier-native-<digest>.jar``: the digest covers the sources and
+    pyspark's version, so a change to either builds a new jar and a built one is never stale.
+    Built once (a few seconds of javac), atomically: concurrent launches agree on the result."""
+    import zipfile
+
+    import pyspark
+
+    sources = sorted((root / "lib" / "java").rglob("*.java"))
+    if not sources:
+        raise DependencyError(f"no JVM sources under {root / 'lib' / 'java'}: a broken checkout?")
+    h = hashlib.sha256(pyspark.__version__.encode())
+    for src in sources:
+        h.update(str(src.relative_to(root)).encode() + b"\0" + src.read_bytes())
+    jar = root / "build" / "jars" / f"coldtier-native-{h.hexdigest()[:16]}.jar"
+    if jar.is_file():
+        return jar
+    home = os.environ.get("JAVA_HOME")
+    javac = str(Path(home) / "bin" / "javac") if home and (Path(home) / "bin" / "javac").exists() \
+        else shutil.which("javac")
+    if not javac:
+        raise DependencyError("javac (a JDK 17) is needed once to build coldtier's Native reader "
+                              "(lib/java): install openjdk-17-jdk-headless, or run make bootstrap.")
+    jar.parent.mkdir(parents=True, exist_ok=True)
+    spark_jars = Path(pyspark.__file__).parent / "jars"
+    with tempfile.TemporaryDirectory(dir=jar.parent) as tmp:
+        classes = Path(tmp) / "classes"
+        res = subprocess.run([javac, "-nowarn", "-Xlint:-options", "--release", "17", "-encoding", "UTF-8",
+                              "-cp", str(spark_jars / "*"), "-d", str(classes), *map(str, sources)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            raise DependencyError(f"javac could not build lib/java (exit {res.returncode}): "
+                                  f"{res.stderr.strip()[-2000:]}")
+        part = Path(tmp) / jar.name
+        with zipfile.ZipFile(part, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nCreated-By: coldtier\n\n")
+            for f in sorted(classes.rglob("*.class")):
+                zf.write(f, str(f.relative_to(classes)))
+        os.replace(part, jar)
+    return jar
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m coldtier.deps")
     ap.add_argument("--packages", action="store_true", help="print the --packages value")
@@ -133,11 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help=argparse.SUPPRESS)  # --resolve these coordinates instead
     ap.add_argument("--fetch", metavar="DIR", help="copy the pinned jars (and --extra ones) into DIR")
     ap.add_argument("--extra", default="", help="more coordinates, comma-separated (e.g. iceberg-aws-bundle)")
+    ap.add_argument("--native", action="store_true", help="build coldtier's own JVM classes (lib/java)")
     args = ap.parse_args(argv)
     deps = load()
+    if args.native:
+        print(native_jar(repo_root()))
+        return 0
     if args.fetch:
         extra = [p.strip() for p in args.extra.split(",") if p.strip()]
         jars = fetch(Path(args.fetch), [*deps.packages, *extra])
+        jars.append(Path(shutil.copy2(native_jar(repo_root()), Path(args.fetch))))
         print(f"{len(jars)} jars in {args.fetch}; use them with COLDTIER_JARS_DIR={args.fetch}")
         return 0
     if args.resolve:

@@ -32,9 +32,9 @@ from coldtier.records import Batch, BatchMetrics
 from coldtier.sinks import make_sink
 from coldtier.source import (
     UTF8_MARK,
-    JdbcSource,
     Planner,
     SourceDataError,
+    make_source,
     resolve_cursor,
     source_client,
 )
@@ -102,7 +102,7 @@ class TableRunner:
         self.schema_fp = self._schema_fingerprint()
         self.spec, columns = resolve_cursor(self.client, self.table)
         self.planner = Planner(self.client, self.table, self.spec)
-        self.source = JdbcSource(self.cfg.sources[self.table.connection], self.table, self.spec, columns)
+        self.source = make_source(self.cfg.sources[self.table.connection], self.table, self.spec, columns)
 
     def _schema_fingerprint(self) -> str:
         """A hash of the source table's columns and types: one cheap query per batch tells a

@@ -1,7 +1,8 @@
 """The ClickHouse micro-batch source (Kafka Connect's "querier"; PySpark's
 ``DataSourceStreamReader``): describe the table and resolve its cursor, plan the next range and
 its partitions over HTTP (``Planner``: latest offset, backlog, TTL), and read one planned range
-through JDBC (``JdbcSource``).
+through JDBC (``JdbcSource``, the default) or columnar in ClickHouse's Native format
+(``NativeSource``, ``batch.reader: native``: same queries, same rebuild).
 
 Each column crosses JDBC in a form the driver cannot get wrong and is rebuilt in Spark
 (``coldtier.types``): instants as integer epoch microseconds, dates as days, containers as
@@ -32,6 +33,8 @@ from coldtier.records import Batch
 from coldtier.types import ColumnMapping, UnsupportedColumn, map_columns, quote, spark_quote, wire_names
 
 CH_DRIVER = "com.clickhouse.jdbc.ClickHouseDriver"
+NATIVE_FORMAT = "coldtier.clickhouse.NativeSource"  # lib/java: build/jars/coldtier-native.jar
+SETTING_PREFIX = "clickhouse_setting_"  # a driver property that is a ClickHouse setting
 UTF8_MARK = "coldtier: invalid UTF-8"
 
 
@@ -152,6 +155,55 @@ class JdbcSource:
         df = spark.read.jdbc(self.source.url, f"({self.select_where(where)}) AS {alias}",
                              properties=self.jdbc_properties_base())
         return rebuild(df, self.mappings, self.wire)
+
+
+@dataclass
+class NativeSource(JdbcSource):
+    """The same batch as ``JdbcSource`` (projection, range and partition predicates, rebuild),
+    read by coldtier's columnar reader (``lib/java/coldtier/clickhouse``): each partition's query
+    is POSTed with ``FORMAT Native`` and its blocks decoded straight into Spark column vectors,
+    without clickhouse-jdbc's row parsing or Spark's per-value JDBC getters."""
+
+    def native_options(self, queries: list[str], tag: str | None) -> dict[str, str]:
+        http = ClickHouseHTTP.from_jdbc_url(self.source.url, self.source.user, self.source.password)
+        opts = {
+            "endpoint": http.url, "database": http.database,
+            "user": self.source.user, "password": self.source.password,
+            "connectTimeoutMs": str(int(self.source.connect_timeout_s * 1000)),
+            "socketTimeoutMs": str(int(self.source.read_timeout_s * 1000)),
+            "schemaQuery": queries[0], "partitions": str(len(queries)),
+        }
+        for props in (self.source.properties, self.table.batch.options):
+            opts.update({f"setting.{k.removeprefix(SETTING_PREFIX)}": v for k, v in props.items()
+                         if k.startswith(SETTING_PREFIX)})
+        if tag:
+            opts["setting.log_comment"] = tag
+        opts.update({f"query.{i}": q for i, q in enumerate(queries)})
+        return opts
+
+    def partition_queries(self, subquery: str, predicates: list[str]) -> list[str]:
+        """What Spark's JDBC reader sends for each partition: the wire columns of the subquery,
+        under the partition's predicate."""
+        cols = ", ".join(quote(n) for n in self.wire)
+        return [f"SELECT {cols} FROM ({subquery}) AS coldtier_src WHERE {p}" for p in predicates]
+
+    def _load(self, spark: Any, queries: list[str], tag: str | None) -> Any:
+        df = spark.read.format(NATIVE_FORMAT).options(**self.native_options(queries, tag)).load()
+        return rebuild(df, self.mappings, self.wire)
+
+    def read(self, spark: Any, batch: Batch) -> Any:
+        queries = self.partition_queries(self.select_sql(batch), self.partition_predicates(batch))
+        return self._load(spark, queries, query_tag(batch.pipeline, batch.table, batch.batch_id))
+
+    def read_where(self, spark: Any, where: str, alias: str = "coldtier_src") -> Any:
+        return self._load(spark, self.partition_queries(self.select_where(where), ["1"]), None)
+
+
+def make_source(source: SourceConfig, table: TableConfig, spec: CursorSpec,
+                columns: list[SourceColumn]) -> JdbcSource:
+    """The reader the table's ``batch.reader`` names."""
+    cls = NativeSource if table.batch.reader == "native" else JdbcSource
+    return cls(source, table, spec, columns)
 
 
 _TTL_RULE_TAIL = re.compile(r"\s+(DELETE|WHERE|TO\s+DISK|TO\s+VOLUME|RECOMPRESS|GROUP\s+BY)\b.*$",

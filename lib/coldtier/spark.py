@@ -206,10 +206,12 @@ def session_for(cfg: AppConfig) -> Any:
         ivy = {k: v for k, v in conf.items() if k in deps.IVY_KEYS}
         pinned = deps.load()
         jars = deps.cached_jars(root, list(pinned.packages), ivy, resolve_missing=False)
+        own = [str(deps.native_jar(root)), *filter(None, [conf.get("spark.jars")])]
         if jars and "spark.jars.packages" not in conf:  # resolved before: no Ivy run, no Ivy report
-            conf["spark.jars"] = ",".join([*(str(j) for j in jars), *filter(None, [conf.get("spark.jars")])])
+            conf["spark.jars"] = ",".join([*(str(j) for j in jars), *own])
         else:
             conf.setdefault("spark.jars.packages", pinned.packages_arg)
+            conf["spark.jars"] = ",".join(own)
         if "spark.driver.extraJavaOptions" not in conf:
             opts = [cds.java_options(root)]  # the class-data archive bootstrap trained, if any
             if not os.environ.get("COLDTIER_VERBOSE"):

@@ -198,16 +198,19 @@ def build_command(args: SubmitArgs, root: Path, env: dict[str, str],
         jars = sorted(str(p) for p in Path(jars_dir).glob("*.jar"))
         if not jars:
             raise ConfigError(f"COLDTIER_JARS_DIR={jars_dir} holds no jars (run scripts/fetch-jars.sh)")
+        if not any(Path(j).name.startswith("coldtier-native-") for j in jars):
+            jars.append(str(deps.native_jar(root)))  # a directory fetched before the reader existed
         cmd += ["--jars", ",".join(jars)]
     else:
         pinned = deps.load(root / "conf" / "dependencies.yaml").packages
         packages = [*pinned, *(p.strip() for p in extra if p.strip() not in pinned)]
         ivy = {k: v for k, v in conf.items() if k in deps.IVY_KEYS}
         resolved = resolve_jars(packages, ivy) if resolve_jars else None
+        native = str(deps.native_jar(root))  # coldtier's own classes (lib/java), shipped like the rest
         if resolved:
-            cmd += ["--jars", ",".join(str(j) for j in resolved)]
+            cmd += ["--jars", ",".join([*(str(j) for j in resolved), native])]
         else:
-            cmd += ["--packages", ",".join(packages)]
+            cmd += ["--packages", ",".join(packages), "--jars", native]
     cmd += ["--py-files", str(build_lib_zip(root))]
     python = env.get("PYSPARK_PYTHON") or sys.executable
     conf.setdefault("spark.pyspark.python", python)

@@ -53,14 +53,17 @@ def snapshots(spark, target):
 
 
 
+PHASES = ["after-plan", "during-read", "during-write", "after-sink-commit", "after-ledger-commit"]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("job", SINKS, indirect=True)
-@pytest.mark.parametrize("phase", ["after-plan", "during-read", "during-write", "after-sink-commit",
-                                   "after-ledger-commit"])
-def test_driver_killed_at_each_phase(job, spark, capsys, phase):
+@pytest.mark.parametrize(("job", "phase", "reader"),
+                         [(sink, phase, "jdbc") for sink in SINKS for phase in PHASES]
+                         + [("iceberg", "during-read", "native")], indirect=["job"])
+def test_driver_killed_at_each_phase(job, spark, capsys, phase, reader):
     trades = job.trades()
     trades.bulk(60_000)
-    cfg = job.write_config([job.table_entry("k", trades.table, batch={"max_rows": 20_000})])
+    cfg = job.write_config([job.table_entry("k", trades.table, batch={"max_rows": 20_000, "reader": reader})])
     phases = job.tmp / "phases.log"
     hold = _gate(job, "k", 2).with_suffix(".hold")
     if phase.startswith("during-"):
@@ -302,15 +305,19 @@ def test_iceberg_batches_expired_by_another_process_are_checked_against_the_rows
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("job", SINKS, indirect=True)
-def test_clickhouse_dies_mid_read(job, spark, tmp_path, capsys):
+@pytest.mark.parametrize(("job", "reader"), [(sink, "jdbc") for sink in SINKS] + [("iceberg", "native")],
+                         indirect=["job"])
+def test_clickhouse_dies_mid_read(job, spark, tmp_path, capsys, reader):
+    """The server dies with rows in flight: a cut answer is a failed batch for either reader
+    (the Native reader never takes a cut stream for a short one), and the relaunch replays it."""
     own = ChembedProcess(tmp_path / "own-ch", gate_dir=tmp_path / "gates").start()
     try:
         job.chembed = own
         job.__post_init__()
         trades = job.trades()
         trades.bulk(1_500_000)
-        cfg = job.write_config([job.table_entry("m", trades.table, batch={"max_rows": 1_500_000})])
+        cfg = job.write_config([job.table_entry("m", trades.table,
+                                                batch={"max_rows": 1_500_000, "reader": reader})])
         # the answer streams slowly (0.3 s per block), so the kill lands while rows are in flight
         # on any machine, however fast or busy
         gate = batch_gate(job, "m", 1)
@@ -655,14 +662,15 @@ def test_concurrent_iceberg_writer_between_read_and_commit(job, spark, capsys):
     assert spark.table(target).where("exchange = 'foreign'").count() == 1
 
 
-@pytest.mark.parametrize("job", SINKS, indirect=True)
-def test_sql_error_inside_a_batch_does_not_move_the_cursor(job, spark, capsys):
-    """A query of batch 2 fails at the source with an error the driver does not retry (160,
+@pytest.mark.parametrize(("job", "reader"), [(sink, "jdbc") for sink in SINKS] + [("iceberg", "native")],
+                         indirect=["job"])
+def test_sql_error_inside_a_batch_does_not_move_the_cursor(job, spark, capsys, reader):
+    """A query of batch 2 fails at the source with an error the reader does not retry (160,
     once): the run fails with the range still planned; the relaunch reads exactly that range
     again: nothing skipped, nothing twice."""
     trades = job.trades()
     trades.bulk(9000)
-    cfg = job.write_config([job.table_entry("se", trades.table, batch={"max_rows": 3000})])
+    cfg = job.write_config([job.table_entry("se", trades.table, batch={"max_rows": 3000, "reader": reader})])
     _gate(job, "se", 2).with_suffix(".fail").write_text("160")
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")
     assert code == cli.EXIT_RUNTIME and "TOO_SLOW" in err, err
@@ -681,13 +689,15 @@ def test_sql_error_inside_a_batch_does_not_move_the_cursor(job, spark, capsys):
     assert_source_equals_sink(job, spark, trades.table, job.target("se"))
 
 
-def test_driver_retry_after_a_retryable_sql_error_reads_the_same_range(job, spark, capsys):
-    """Error 159 (TIMEOUT_EXCEEDED) is one the JDBC driver retries by itself: the retry, inside
-    the batch, sends the same query again (the range is fixed in the plan, not a moving
-    "last seen row"), and the batch commits exactly its planned rows."""
+@pytest.mark.parametrize("reader", ["jdbc", "native"])
+def test_driver_retry_after_a_retryable_sql_error_reads_the_same_range(job, spark, capsys, reader):
+    """Error 159 (TIMEOUT_EXCEEDED) is one both readers retry by themselves (the JDBC driver; the
+    Native reader before it has read any byte of the answer): the retry, inside the batch, sends
+    the same query again (the range is fixed in the plan, not a moving "last seen row"), and the
+    batch commits exactly its planned rows."""
     trades = job.trades()
     trades.bulk(9000)
-    cfg = job.write_config([job.table_entry("dr", trades.table, batch={"max_rows": 3000})])
+    cfg = job.write_config([job.table_entry("dr", trades.table, batch={"max_rows": 3000, "reader": reader})])
     gate = _gate(job, "dr", 2)
     gate.with_suffix(".fail").touch()
     code, progress, err = run_inprocess(capsys, cfg, "--trigger", "available-now")

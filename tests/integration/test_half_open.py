@@ -38,7 +38,9 @@ def lock_is_free(job, table: str) -> bool:
         conn.close()
 
 
-def test_clickhouse_frozen_mid_read(job, spark, tmp_path, capsys):
+@pytest.mark.parametrize("reader", ["jdbc", "native"])
+def test_clickhouse_frozen_mid_read(job, spark, tmp_path, capsys, reader):
+    """Either reader: the JDBC driver's socket_timeout, the Native reader's read timeout."""
     own = ChembedProcess(tmp_path / "own-ch", gate_dir=tmp_path / "gates").start()
     frozen = False
     try:
@@ -46,7 +48,8 @@ def test_clickhouse_frozen_mid_read(job, spark, tmp_path, capsys):
         job.__post_init__()
         trades = job.trades()
         trades.bulk(5000)
-        cfg = job.write_config([job.table_entry("frz", trades.table, batch={"num_partitions": 1})])
+        cfg = job.write_config([job.table_entry("frz", trades.table,
+                                                batch={"num_partitions": 1, "reader": reader})])
         doc = yaml.safe_load(cfg.read_text())
         doc["sources"]["ch"]["read_timeout_s"] = 5
         cfg.write_text(yaml.safe_dump(doc))
@@ -64,7 +67,7 @@ def test_clickhouse_frozen_mid_read(job, spark, tmp_path, capsys):
         started = time.monotonic()
         _, err = proc.communicate(timeout=300)
         took = time.monotonic() - started
-        print(f"half-open ClickHouse: the run ended {took:.1f} s after the freeze (read_timeout_s 5)")
+        print(f"half-open ClickHouse ({reader}): the run ended {took:.1f} s after the freeze (read_timeout_s 5)")
         assert proc.returncode == cli.EXIT_RUNTIME, err[-3000:]
         assert took < 120  # bound: read_timeout_s per attempt of the driver, plus Spark's teardown
         assert lock_is_free(job, "frz")

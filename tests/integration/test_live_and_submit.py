@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from helpers import ROOT, launch_command_lines
+from helpers import CH_PASSWORD, ROOT, launch_command_lines
 from jobkit import ch_fingerprint, live_feed, progress_lines, spark_fingerprint
 
 pytestmark = pytest.mark.spark
@@ -339,13 +339,16 @@ def test_dev_services_start_status_stop(tmp_path):
 
 @pytest.mark.slow
 def test_no_secret_on_any_command_line_log_or_event_log(job, spark):
-    """YAML spark.conf secrets and REST-style catalog credentials: never in a process's command line
-    (ps), the launcher's output, or Spark's event log (what the UI's Environment tab shows)."""
+    """YAML spark.conf secrets, REST-style catalog credentials and the source's password (read by
+    either reader: the JDBC driver's properties, the Native reader's options): never in a process's
+    command line (ps), the launcher's output, or Spark's event log (what the UI's Environment and
+    SQL tabs show: settings, plans, scan descriptions)."""
     import yaml
 
     trades = job.trades()
     trades.bulk(500)
-    cfg = job.write_config([job.table_entry("sec", trades.table)])
+    cfg = job.write_config([job.table_entry("sec", trades.table),
+                            job.table_entry("sec_native", trades.table, batch={"reader": "native"})])
     events = job.tmp / "events"
     events.mkdir()
     doc = yaml.safe_load(cfg.read_text())
@@ -369,7 +372,8 @@ def test_no_secret_on_any_command_line_log_or_event_log(job, spark):
     assert any("spark-submit" in c or "SparkSubmit" in c for c in lines) and len(lines) >= 3
     logs = "\n".join(p.read_text(errors="replace") for p in events.rglob("*") if p.is_file())
     assert "spark.hadoop.fs.s3a.secret.key" in logs  # the event log holds the settings, redacted
-    for value in [*secrets.values(), job.postgres.password]:
+    assert "ClickHouseNative[" in logs and "JDBCRelation" in logs  # and both readers' plans
+    for value in [*secrets.values(), job.postgres.password, CH_PASSWORD]:
         for where, text in (("a command line", "\n".join(lines)), ("stdout", out), ("stderr", err),
                             ("the event log", logs)):
             assert value not in text, f"{value!r} in {where}"

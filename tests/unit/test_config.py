@@ -41,6 +41,7 @@ def test_good_config_loads_with_env_and_defaults(tmp_path):
     assert "password=pgsecret" in cfg.ledger.dsn
     assert t.cursor.mode == "timestamp+incrementing" and t.cursor.lag_s == 60
     assert t.batch.options == {"clickhouse_setting_max_block_size": "8192"}
+    assert t.batch.reader == "jdbc"  # the default reader
     assert t.target.identifier == "cold.cold.trades"
     assert set(cfg.secrets()) == {"chsecret", "pgsecret"}
     assert "chsecret" not in repr(cfg)
@@ -65,6 +66,8 @@ def test_good_config_loads_with_env_and_defaults(tmp_path):
     (("max_rows: 3000", "max_rows: 0"), r"max_rows: must be at least 1"),
     (("catalog: cold", "catalog: warm"), r"target.catalog: 'warm' is not one of catalogs: cold"),
     (("lag_s: 60", "mode: sideways"), r"cursor.mode: 'sideways' is not one of"),
+    (("num_partitions: 4,", "num_partitions: 4, reader: arrow,"),
+     r"c.yaml:18: tables\[0\].batch.reader: 'arrow' is not one of jdbc, native"),
     (("pipeline: p1\n", "pipeline: p1\n  - broken: [\n"), r"c.yaml:\d+: malformed YAML"),
 ])
 def test_bad_config_names_file_line_and_key(tmp_path, change, message):
@@ -173,3 +176,9 @@ def test_tables_run_concurrently_by_default_and_the_bound_is_checked(tmp_path):
             load(write(tmp_path, GOOD + f"run: {{max_concurrent_tables: {bad}}}\n"), {"CH_PW": "x"})
     with pytest.raises(ConfigError, match=r"run.threads: unknown key"):
         load(write(tmp_path, GOOD + "run: {threads: 2}\n"), {"CH_PW": "x"})
+
+
+def test_the_native_reader_is_chosen_per_table(tmp_path):
+    cfg = load(write(tmp_path, GOOD.replace("num_partitions: 4,", "num_partitions: 4, reader: native,")),
+               {"CH_PW": "s"})
+    assert cfg.tables[0].batch.reader == "native"

@@ -218,3 +218,39 @@ def test_batches_aged_out_of_the_delta_log_are_told_from_batches_taken_out(commi
             aged_out(commits, OURS, recorded)
     else:
         assert aged_out(commits, OURS, recorded) == expected
+
+
+def test_the_native_reader_sends_the_jdbc_readers_queries_and_only_server_settings():
+    """``batch.reader: native``: per partition the query Spark's JDBC reader would send; the
+    endpoint and database from the JDBC URL; ClickHouse settings from the driver properties (the
+    JDBC-only ones stay behind); the batch's query tag; timeouts in milliseconds."""
+    from coldtier.config import BatchConfig, CursorConfig, SourceConfig, TableConfig, TargetConfig
+    from coldtier.offset import CursorSpec
+    from coldtier.source import JdbcSource, NativeSource, SourceColumn, make_source
+
+    src = SourceConfig("ch", "jdbc:clickhouse://ch.example:8123/k2?ssl=true", "reader", "pw",
+                       {"compress": "false", "clickhouse_setting_max_threads": "4"}, 7.0, 90.0)
+    cols = [SourceColumn("ts", "DateTime64(3)"), SourceColumn("id", "UInt64"), SourceColumn("s", "String")]
+    spec = CursorSpec.resolve(CursorConfig(), {"exchange_timestamp": "DateTime64(3)",
+                                              "sequence_number": "UInt64"}, "k2.t")
+
+    def table(reader: str) -> TableConfig:
+        return TableConfig("t", "ch", "k2.t", CursorConfig(),
+                           BatchConfig(options={"clickhouse_setting_max_block_size": "8192"}, reader=reader),
+                           TargetConfig("cold", "db.t"))
+
+    assert type(make_source(src, table("jdbc"), spec, cols)) is JdbcSource
+    native = make_source(src, table("native"), spec, cols)
+    assert isinstance(native, NativeSource)
+    queries = native.partition_queries("SELECT 1 AS x FROM k2.t WHERE r", ["p0", "p1"])
+    wire = ", ".join(f"`{n}`" for n in native.wire)
+    assert queries == [f"SELECT {wire} FROM (SELECT 1 AS x FROM k2.t WHERE r) AS coldtier_src WHERE p{i}"
+                       for i in range(2)]
+    opts = native.native_options(queries, "coldtier:p/t/batch-3")
+    assert opts["endpoint"] == "https://ch.example:8123" and opts["database"] == "k2"
+    assert (opts["user"], opts["password"]) == ("reader", "pw")
+    assert (opts["connectTimeoutMs"], opts["socketTimeoutMs"]) == ("7000", "90000")
+    assert {k: v for k, v in opts.items() if k.startswith("setting.")} == {
+        "setting.max_threads": "4", "setting.max_block_size": "8192", "setting.log_comment": "coldtier:p/t/batch-3"}
+    assert (opts["partitions"], opts["query.0"], opts["query.1"], opts["schemaQuery"]) == \
+        ("2", queries[0], queries[1], queries[0])

@@ -85,13 +85,14 @@ def test_cached_jars_go_with_jars_and_nothing_is_resolved(tmp_path):
     args = parse(["--verbose", "jobs/offload.py", "run", "--config", str(cfg)])
     assert args.verbose
     cmd, _ = build_command(args, ROOT, env, tmp_path, resolver)
-    assert cmd[cmd.index("--jars") + 1] == "/cache/a.jar,/cache/b.jar" and "--packages" not in cmd
+    native = str(deps.native_jar(ROOT))  # coldtier's own classes (lib/java) go with every launch
+    assert cmd[cmd.index("--jars") + 1] == f"/cache/a.jar,/cache/b.jar,{native}" and "--packages" not in cmd
     [(packages, ivy)] = asked
     assert packages == [*deps.load(ROOT / "conf" / "dependencies.yaml").packages, "x:extra:1"]
     assert ivy == {"spark.jars.repositories": "https://mirror.example/maven"}
     # a resolver that has nothing (--print-only before any launch): the coordinates
     cmd, _ = build_command(args, ROOT, env, tmp_path, lambda packages, ivy: None)
-    assert "--jars" not in cmd and cmd[cmd.index("--packages") + 1].endswith(",x:extra:1")
+    assert cmd[cmd.index("--jars") + 1] == native and cmd[cmd.index("--packages") + 1].endswith(",x:extra:1")
 
 
 def test_cached_jars_resolve_once_per_set_of_packages(tmp_path, monkeypatch):
@@ -165,3 +166,23 @@ def test_the_lib_zip_is_named_by_its_content(tmp_path):
     second = build_lib_zip(tmp_path)
     assert second != first and first.read_bytes() == before
     assert zipfile.ZipFile(second).read("coldtier/__init__.py") == b"VERSION = 2\n"
+
+
+def test_the_native_reader_jar_is_built_once_per_source_and_needs_a_jdk(tmp_path, monkeypatch):
+    import shutil
+    import zipfile
+
+    shutil.copytree(ROOT / "lib" / "java", tmp_path / "lib" / "java")
+    jar = deps.native_jar(tmp_path)
+    with zipfile.ZipFile(jar) as zf:
+        assert "coldtier/clickhouse/NativeSource.class" in zf.namelist()
+    built = jar.stat().st_mtime_ns
+    assert deps.native_jar(tmp_path) == jar and jar.stat().st_mtime_ns == built  # not built again
+    src = tmp_path / "lib" / "java" / "coldtier" / "clickhouse" / "NativeInput.java"
+    src.write_text(src.read_text() + "\n// changed\n")
+    assert deps.native_jar(tmp_path) != jar  # a new digest: a stale jar is never used
+    src.write_text(src.read_text() + "\n// changed again\n")
+    monkeypatch.setenv("JAVA_HOME", str(tmp_path / "no-jdk"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no javac anywhere
+    with pytest.raises(deps.DependencyError, match=r"javac .* is needed once to build"):
+        deps.native_jar(tmp_path)

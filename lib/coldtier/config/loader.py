@@ -19,6 +19,7 @@ import yaml
 
 from coldtier.config.model import (
     CURSOR_MODES,
+    READERS,
     SINK_FORMATS,
     AppConfig,
     BatchConfig,
@@ -452,12 +453,17 @@ def load(path: str | Path, env: Mapping[str, str] | None = None) -> AppConfig:
                               r.number(cm, "ttl_margin_s", k + "cursor.", _CURSOR, float, 0.0),
                               ordered_writer)
 
-        bm = r.mapping(tm["batch"], k + "batch", ("max_rows", "num_partitions", "fetchsize", "options")) \
+        bm = r.mapping(tm["batch"], k + "batch",
+                       ("max_rows", "num_partitions", "fetchsize", "options", "reader")) \
             if "batch" in tm else {}
+        reader = r.string(bm, "reader", k + "batch.", _BATCH) or _BATCH["reader"]
+        if reader not in READERS:
+            raise r.fail(bm.get("reader"), k + "batch.reader",
+                         f"{reader!r} is not one of {', '.join(READERS)}.")
         batch = BatchConfig(r.number(bm, "max_rows", k + "batch.", _BATCH, int, 1),
                             r.number(bm, "num_partitions", k + "batch.", _BATCH, int, 1),
                             r.number(bm, "fetchsize", k + "batch.", _BATCH, int, 1),
-                            r.str_map(bm, "options", k + "batch."))
+                            r.str_map(bm, "options", k + "batch."), reader)
 
         if "target" not in tm:
             raise r.missing(tm, k + "target", "is required.")

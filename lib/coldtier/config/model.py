@@ -54,8 +54,12 @@ class BatchConfig:
     num_partitions: int = 2
     fetchsize: int = 10_000
     options: Mapping[str, str] = field(default_factory=dict)
+    # how a batch's rows are read: Spark's JDBC reader through clickhouse-jdbc, or coldtier's
+    # columnar reader of ClickHouse's Native format over HTTP (lib/java, docs/design.md)
+    reader: str = "jdbc"
 
 
+READERS = ("jdbc", "native")
 SINK_FORMATS = ("iceberg", "delta")
 
 

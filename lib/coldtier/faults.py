@@ -48,24 +48,33 @@ class FaultHook:
     @contextmanager
     def watch_write(self, spark: Any, table: str, batch_id: int, group: str | None = None) -> Iterator[None]:
         """Reports during-read/during-write once the batch's Spark job (of job ``group``, when
-        tables run concurrently) has running tasks."""
+        tables run concurrently) is active while tasks run.
+
+        Tasks running are asked of the task scheduler, as they are now. Spark's status store
+        (``statusTracker``) is not enough: it rewrites a stage's running-task count at most every
+        ``spark.ui.liveUpdate.period`` (100 ms), so a short job whose tasks all start within that
+        window never shows one running, and a watcher reading only the store waited through
+        hundreds of batches for a phase it could not see. The store still says which active
+        jobs are the batch's (a job's start is written at once)."""
         if not self.active:
             yield
             return
         done = threading.Event()
         tracker = spark.sparkContext.statusTracker()
+        scheduler = spark.sparkContext._jsc.sc().taskScheduler()
+
+        def tasks_running() -> bool:
+            counts = scheduler.runningTasksByExecutors().valuesIterator()  # executor → tasks now
+            while counts.hasNext():
+                if counts.next() > 0:
+                    return True
+            return False
 
         def running() -> bool:
+            if not tasks_running():
+                return False
             ours = set(tracker.getJobIdsForGroup(group)) if group is not None else None
-            for job_id in tracker.getActiveJobsIds():
-                if ours is not None and job_id not in ours:
-                    continue
-                info = tracker.getJobInfo(job_id)
-                for stage_id in info.stageIds if info else ():
-                    stage = tracker.getStageInfo(stage_id)
-                    if stage is not None and stage.numActiveTasks > 0:
-                        return True
-            return False
+            return any(ours is None or job_id in ours for job_id in tracker.getActiveJobsIds())
 
         def watch() -> None:
             while not done.is_set():

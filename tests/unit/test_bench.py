@@ -170,3 +170,11 @@ def test_backlog_is_bounded_when_the_second_half_does_not_grow():
     assert not report.backlog_bounded({**run, "backlog_series": [(t, v) for t, v in
                                                                  enumerate([100, 200, 300, 500, 800, 1300])]})
     assert report.backlog_bounded({**run, "backlog_series": [(t, v) for t, v in enumerate([0, 10, 390, 400])]})
+
+
+def test_the_reader_is_a_cell_knob():
+    from coldtier.bench.matrix import CELL_KNOBS
+
+    assert "reader" in CELL_KNOBS
+    assert Cell().batch_section()["reader"] == "jdbc"
+    assert Cell(reader="native", knob="reader", value="native").batch_section()["reader"] == "native"

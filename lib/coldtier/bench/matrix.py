@@ -19,7 +19,8 @@ from typing import Any
 import yaml
 
 APP_KNOBS = ("master", "driver_memory", "executor_cores", "executor_memory", "executor_instances")
-CELL_KNOBS = ("num_partitions", "max_rows", "fetchsize", "parquet_codec", "compress", "max_block_size")
+CELL_KNOBS = ("num_partitions", "max_rows", "fetchsize", "parquet_codec", "compress", "max_block_size",
+              "reader")
 KNOBS = APP_KNOBS + CELL_KNOBS
 
 
@@ -42,6 +43,7 @@ class Cell:
     parquet_codec: str = "zstd"
     compress: bool = True
     max_block_size: int | None = None
+    reader: str = "jdbc"  # batch.reader: jdbc | native
     knob: str = "base"
     value: str = ""
 
@@ -75,7 +77,7 @@ class Cell:
         if self.max_block_size is not None:
             options["clickhouse_setting_max_block_size"] = str(self.max_block_size)
         return {"max_rows": self.max_rows, "num_partitions": self.num_partitions,
-                "fetchsize": self.fetchsize, "options": options}
+                "fetchsize": self.fetchsize, "options": options, "reader": self.reader}
 
     def target_properties(self) -> dict[str, str]:
         return {"write.parquet.compression-codec": self.parquet_codec}

@@ -25,7 +25,7 @@ BACKFILL_GOAL = 800_000  # rows/s for the 10M backfill on the 2-core machine (is
 CSV_COLUMNS = (
     "cell", "knob", "value", "master", "driver_memory", "executor_cores", "executor_memory",
     "executor_instances", "num_partitions", "max_rows", "fetchsize", "parquet_codec", "compress",
-    "max_block_size", "rows", "seconds", "rows_per_s", "rows_per_s_runs", "spread_pct", "mb_per_s",
+    "max_block_size", "reader", "rows", "seconds", "rows_per_s", "rows_per_s_runs", "spread_pct", "mb_per_s",
     "batches", "plan_s", "read_s",
     "write_s", "commit_s", "files", "bytes_written", "driver_peak_heap_mb", "driver_retained_heap_mb",
     "driver_jvm_peak_rss_mb",

@@ -17,6 +17,7 @@ import org.apache.spark.sql.types.DecimalType;
  */
 abstract class NativeColumn {
   private static final Pattern NULLABLE = Pattern.compile("^Nullable\\((.*)\\)$");
+  private static final Pattern LOW_CARDINALITY = Pattern.compile("^LowCardinality\\((.*)\\)$");
   private static final Pattern DECIMAL = Pattern.compile("^Decimal\\(\\s*(\\d+)\\s*,\\s*(\\d+)\\s*\\)$");
   private static final Pattern DECIMAL_N = Pattern.compile("^Decimal(32|64|128)\\(\\s*(\\d+)\\s*\\)$");
   private static final Pattern FIXED_STRING = Pattern.compile("^FixedString\\(\\s*(\\d+)\\s*\\)$");
@@ -145,6 +146,15 @@ abstract class NativeColumn {
     }
     throw new IllegalArgumentException("the ClickHouse type " + t + " has more digits than Spark's "
         + "decimal holds (38)");
+  }
+
+  /**
+   * The type without a top-level LowCardinality wrapper (its Native form is a dictionary and
+   * indexes, which the scan does not decode: such a column is CAST to this type by the query).
+   */
+  static String plain(String chType) {
+    Matcher lc = LOW_CARDINALITY.matcher(chType.trim());
+    return lc.matches() ? lc.group(1).trim() : chType.trim();
   }
 
   static int le16(byte[] b, int p) {

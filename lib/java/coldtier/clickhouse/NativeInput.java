@@ -20,6 +20,7 @@ final class NativeInput {
   private int pos;
   private int end;
   private long consumed;
+  private int mark = -1; // kept buffered from here (a block's start), so tail() can quote it
 
   NativeInput(InputStream in, int bufferSize) {
     this.in = in;
@@ -36,22 +37,36 @@ final class NativeInput {
     return !fill(1);
   }
 
+  /** Keep what follows buffered (a block's header) until {@link #unmark}. */
+  void mark() {
+    mark = pos;
+  }
+
+  void unmark() {
+    mark = -1;
+  }
+
   /** At least {@code n} bytes buffered from {@code pos}; false at the end of the stream. */
   private boolean fill(int n) throws IOException {
     if (end - pos >= n) {
       return true;
     }
-    if (n > buf.length) {
-      byte[] bigger = new byte[Math.max(n, buf.length * 2)];
-      System.arraycopy(buf, pos, bigger, 0, end - pos);
+    int keep = mark >= 0 ? Math.min(mark, pos) : pos;
+    int need = pos - keep + n;
+    if (need > buf.length) {
+      byte[] bigger = new byte[Math.max(need, buf.length * 2)];
+      System.arraycopy(buf, keep, bigger, 0, end - keep);
       buf = bigger;
     } else {
-      System.arraycopy(buf, pos, buf, 0, end - pos);
+      System.arraycopy(buf, keep, buf, 0, end - keep);
     }
-    consumed += pos;
-    end -= pos;
-    pos = 0;
-    while (end < n) {
+    consumed += keep;
+    end -= keep;
+    pos -= keep;
+    if (mark >= 0) {
+      mark -= keep;
+    }
+    while (end - pos < n) {
       int got = in.read(buf, end, buf.length - end);
       if (got < 0) {
         return false;
@@ -121,14 +136,19 @@ final class NativeInput {
     pos += n;
   }
 
-  /** Up to {@code max} bytes of what follows, as text (an error the server wrote mid-stream). */
+  /**
+   * Up to {@code max} bytes from the mark (else from here), as text: what the server sent where a
+   * block should be (the exception it writes when a query fails after its first blocks).
+   */
   String tail(int max) {
+    int from = mark >= 0 ? mark : pos;
     try {
-      fill(Math.min(max, buf.length));
+      fill(Math.min(max - (pos - from), buf.length - (pos - from)));
     } catch (IOException ignored) {
       // what is buffered is all there is to show
     }
-    int n = Math.min(max, end - pos);
-    return new String(buf, pos, Math.max(0, n), StandardCharsets.UTF_8);
+    from = mark >= 0 ? mark : pos;
+    int n = Math.min(max, end - from);
+    return new String(buf, from, Math.max(0, n), StandardCharsets.UTF_8);
   }
 }

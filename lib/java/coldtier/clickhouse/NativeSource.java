@@ -1,6 +1,7 @@
 package coldtier.clickhouse;
 
 import java.io.BufferedReader;
+import java.io.EOFException;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.InputStreamReader;
@@ -71,7 +72,7 @@ public final class NativeSource implements TableProvider, DataSourceRegister {
         String type = unescapeTsv(f[1]);
         NativeColumn col;
         try {
-          col = NativeColumn.of(type);
+          col = NativeColumn.of(NativeColumn.plain(type));
         } catch (IllegalArgumentException e) {
           throw new IllegalArgumentException("column " + name + ": " + e.getMessage(), e);
         }
@@ -104,8 +105,6 @@ public final class NativeSource implements TableProvider, DataSourceRegister {
         settings.put(e.getKey().substring("setting.".length()), e.getValue());
       }
     }
-    // LowCardinality travels as its plain type: one decoder per value type
-    settings.putIfAbsent("low_cardinality_allow_in_native_format", "0");
     return new NativeHttp(required(o, "endpoint"), o.getOrDefault("database", "default"),
         o.getOrDefault("user", "default"), o.getOrDefault("password", ""),
         Integer.parseInt(o.getOrDefault("connectTimeoutMs", "10000")),
@@ -137,20 +136,42 @@ public final class NativeSource implements TableProvider, DataSourceRegister {
     return b.toString();
   }
 
-  /** The ClickHouse types (from the described schema's metadata) and the schema without it. */
+  /**
+   * The ClickHouse types the blocks will carry (from the described schema's metadata) and the
+   * schema without it. A LowCardinality column is CAST to its plain type by each query: the Native
+   * format sends it as a dictionary and indexes otherwise (low_cardinality_allow_in_native_format
+   * does not change what the HTTP interface sends).
+   */
   static final class NativeTable implements Table, SupportsRead {
     private final StructType schema;
     private final String[] chTypes;
+    private final String projection; // null: no column to CAST
 
     NativeTable(StructType described) {
       StructField[] fields = described.fields();
       this.chTypes = new String[fields.length];
       StructType plain = new StructType();
+      StringBuilder cols = new StringBuilder();
+      boolean cast = false;
       for (int i = 0; i < fields.length; i++) {
-        chTypes[i] = fields[i].metadata().getString(CH_TYPE);
+        String type = fields[i].metadata().getString(CH_TYPE);
+        chTypes[i] = NativeColumn.plain(type);
+        String name = "`" + fields[i].name().replace("\\", "\\\\").replace("`", "\\`") + "`";
+        cols.append(i == 0 ? "" : ", ");
+        if (!chTypes[i].equals(type.trim())) {
+          cast = true;
+          cols.append("CAST(").append(name).append(" AS ").append(chTypes[i]).append(") AS ").append(name);
+        } else {
+          cols.append(name);
+        }
         plain = plain.add(new StructField(fields[i].name(), fields[i].dataType(), true, Metadata.empty()));
       }
       this.schema = plain;
+      this.projection = cast ? cols.toString() : null;
+    }
+
+    String query(String sql) {
+      return projection == null ? sql : "SELECT " + projection + " FROM (" + sql + ") AS coldtier_native";
     }
 
     @Override
@@ -175,7 +196,7 @@ public final class NativeSource implements TableProvider, DataSourceRegister {
       int n = Integer.parseInt(required(options, "partitions"));
       List<String> queries = new ArrayList<>(n);
       for (int i = 0; i < n; i++) {
-        queries.add(required(options, "query." + i));
+        queries.add(query(required(options, "query." + i)));
       }
       return () -> new NativeScan(schema, chTypes, http, queries);
     }
@@ -254,6 +275,15 @@ public final class NativeSource implements TableProvider, DataSourceRegister {
     }
   }
 
+  /** An answer that stopped being the scan's Native blocks (cut, garbled, or an error's text). */
+  static final class NativeBroken extends IOException {
+    private static final long serialVersionUID = 1L;
+
+    NativeBroken(String message) {
+      super(message);
+    }
+  }
+
   /** One partition's answer, block by block: each Native block becomes one ColumnarBatch. */
   static final class Reader implements PartitionReader<ColumnarBatch> {
     private final StructType schema;
@@ -288,19 +318,34 @@ public final class NativeSource implements TableProvider, DataSourceRegister {
       }
       while (!in.atEnd()) {
         long at = in.position();
-        int ncols = (int) in.readVarUInt();
-        if (ncols != columns.length) {
-          throw broken(at, "a block of " + ncols + " columns where the scan has " + columns.length);
+        in.mark(); // until the block's first column is known to be the scan's: what to quote if not
+        int rows;
+        try {
+          long ncols = in.readVarUInt();
+          if (ncols != columns.length) {
+            throw broken(at, "a block of " + ncols + " columns where the scan has " + columns.length);
+          }
+          rows = in.readLength("a block of rows", 1L << 28);
+        } catch (EOFException | NativeBroken e) {
+          throw e instanceof NativeBroken ? (NativeBroken) e : broken(at, e.getMessage());
+        } catch (IOException garbage) {
+          throw broken(at, garbage.getMessage());
         }
-        int rows = in.readLength("a block of rows", 1L << 28);
         ensureCapacity(rows);
         for (int i = 0; i < columns.length; i++) {
-          String name = in.readString(1 << 16);
-          String type = in.readString(1 << 16);
+          String name;
+          String type;
+          try {
+            name = in.readString(1 << 16);
+            type = in.readString(1 << 16);
+          } catch (IOException e) {
+            throw i == 0 ? broken(at, e.getMessage()) : e;
+          }
           if (!name.equals(names[i]) || !type.equals(columns[i].chType)) {
             throw broken(at, "column " + name + " " + type + " where the scan has " + names[i] + " "
                 + columns[i].chType);
           }
+          in.unmark();
           columns[i].read(in, rows, vectors[i]);
         }
         if (rows > 0) {
@@ -311,9 +356,10 @@ public final class NativeSource implements TableProvider, DataSourceRegister {
       return false;
     }
 
-    private IOException broken(long at, String what) {
+    private NativeBroken broken(long at, String what) {
       String tail = in.tail(2048).trim();
-      return new IOException("ClickHouse's Native answer for partition " + part.index() + " from "
+      in.unmark();
+      return new NativeBroken("ClickHouse's Native answer for partition " + part.index() + " from "
           + http.endpoint + " broke off at byte " + at + " (" + what + ")"
           + (tail.isEmpty() ? "" : "; what followed: " + tail));
     }

@@ -130,13 +130,14 @@ def test_postgres_frozen_mid_batch(job, spark, capsys):
     assert_source_equals_sink(job, spark, trades.table, job.target("pgf"))
 
 
-def test_sigterm_while_a_read_hangs_cancels_after_the_grace(job, spark, capsys):
+@pytest.mark.parametrize("reader", ["jdbc", "native"])
+def test_sigterm_while_a_read_hangs_cancels_after_the_grace(job, spark, capsys, reader):
     """The batch's read hangs at the source; SIGTERM asks the run to stop. After --stop-grace the
     batch's Spark job is cancelled: the run exits 0 in bounded time, the lock is free, the batch
-    stays planned, and the relaunch copies it exactly once."""
+    stays planned, and the relaunch copies it exactly once (either reader)."""
     trades = job.trades()
     trades.bulk(3000)
-    cfg = job.write_config([job.table_entry("term", trades.table, batch={"num_partitions": 1})])
+    cfg = job.write_config([job.table_entry("term", trades.table, batch={"num_partitions": 1, "reader": reader})])
     from chembed.server import Gates
     from coldtier.source import query_tag
 

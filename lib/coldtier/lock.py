@@ -173,16 +173,33 @@ class AdvisoryLock:
                     raise
                 time.sleep(1)
 
+    RETAKE_S = 60.0  # how long a lock whose session died waits for a restarting server
+
+    def _retake(self) -> bool:
+        """Take the lock again after its session died: True when taken, False when another
+        session holds it. A server that is still restarting (connection refused, "the database
+        system is starting up") is waited for, up to RETAKE_S, as ``ensure`` does."""
+        deadline = time.monotonic() + self.RETAKE_S
+        while True:
+            try:
+                return self._try_lock()
+            except psycopg2.OperationalError:
+                self._drop()
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(1)
+
     def check_fence(self) -> None:
         """Right before a batch is published: this run still owns the table. If the lock's session
-        died (the server restarted), the lock is re-taken only if nobody owned the table in
-        between (the epoch is still ours); otherwise FencedOut, and nothing is published."""
+        died (the server restarted), the lock is re-taken, once the server answers again, only if
+        nobody owned the table in between (the epoch is still ours); otherwise FencedOut, and
+        nothing is published."""
         if self.fence is None:
             return
         try:
             if not self._alive():
                 self._drop()
-                if not self._try_lock():
+                if not self._retake():
                     raise FencedOut(f"lost the lock for {self.key} to another run while a batch was in "
                                     f"flight; the batch is not published")
                 if self._epoch(bump=False) != self.epoch:

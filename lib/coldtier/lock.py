@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg2
 
 from coldtier import pg
 from coldtier.errors import FencedOut, LockHeld
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from coldtier.config import AppConfig, TableConfig
@@ -162,27 +165,18 @@ class AdvisoryLock:
         if self._alive():
             return
         self._drop()
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.acquire(None)
-                return
-            except psycopg2.OperationalError:
-                self._drop()
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(1)
+        self._through_restart(lambda: self.acquire(None))
 
     RETAKE_S = 60.0  # how long a lock whose session died waits for a restarting server
 
-    def _retake(self) -> bool:
-        """Take the lock again after its session died: True when taken, False when another
-        session holds it. A server that is still restarting (connection refused, "the database
-        system is starting up") is waited for, up to RETAKE_S, as ``ensure`` does."""
+    def _through_restart(self, take: Callable[[], T]) -> T:
+        """``take`` (re-taking the lock after its session died), tried again while the server is
+        still restarting (connection refused, "the database system is starting up"), 1 s apart,
+        up to RETAKE_S: the one wait both ``ensure`` and ``check_fence`` use."""
         deadline = time.monotonic() + self.RETAKE_S
         while True:
             try:
-                return self._try_lock()
+                return take()
             except psycopg2.OperationalError:
                 self._drop()
                 if time.monotonic() >= deadline:
@@ -199,7 +193,7 @@ class AdvisoryLock:
         try:
             if not self._alive():
                 self._drop()
-                if not self._retake():
+                if not self._through_restart(self._try_lock):
                     raise FencedOut(f"lost the lock for {self.key} to another run while a batch was in "
                                     f"flight; the batch is not published")
                 if self._epoch(bump=False) != self.epoch:

@@ -46,7 +46,7 @@ class Replay:
                 self.wfile.write(body)
 
             def log_message(self, *args: object) -> None:
-                pass
+                """No access log: the test's output is the reader's errors."""
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

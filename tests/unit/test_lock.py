@@ -37,7 +37,7 @@ class RestartedSession:
         return (self.epoch,)
 
     def drop(self) -> None:
-        pass
+        """Nothing to close: the stand-in holds no connection."""
 
 
 def fenced(session: RestartedSession, epoch: int) -> AdvisoryLock:
